@@ -1,0 +1,158 @@
+"""Audio in and out: validated reading and atomic writing of waveforms.
+
+Every problem with an input file is raised as :class:`AudioError`, whose message names the
+file and the problem, so a batch run can report and skip it instead of failing deep inside
+torch. Outputs are written to a temporary file beside the target and renamed into place, so a
+killed run never leaves a half-written file behind.
+
+Example
+-------
+>>> import tempfile, os, torch
+>>> folder = tempfile.mkdtemp()
+>>> path = os.path.join(folder, "tone.wav")
+>>> tone = 0.1 * torch.sin(torch.arange(16000) / 16000 * 2 * 3.1416 * 440)
+>>> write_audio(path, tone, 16000)
+>>> read_audio(path, 16000).shape
+torch.Size([16000])
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+logger = logging.getLogger(__name__)
+
+#: Peak level from which a file counts as clipped (16-bit full scale minus one step).
+CLIP_LEVEL = 0.999
+#: RMS below which a file counts as silent (about -100 dBFS).
+SILENCE_RMS = 1e-5
+
+
+class AudioError(ValueError):
+    """An input file that cannot be enhanced; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def read_audio(
+    path: str | os.PathLike,
+    sample_rate: int,
+    *,
+    max_seconds: float | None = None,
+    downmix: bool = True,
+    allow_silent: bool = False,
+) -> torch.Tensor:
+    """Read a file as a mono float32 waveform at ``sample_rate``, or raise :class:`AudioError`.
+
+    Multichannel audio is averaged to mono (or refused when ``downmix`` is False), other
+    sample rates are resampled, clipped audio is accepted with a warning.
+
+    Arguments
+    ---------
+    path : str or PathLike
+        The audio file (any format libsndfile reads: wav, flac, ogg, ...).
+    sample_rate : int
+        The rate the model expects; the waveform is resampled to it when needed.
+    max_seconds : float, optional
+        Refuse files longer than this (the caller then uses a chunked path).
+    downmix : bool
+        Average the channels of a multichannel file; if False, such a file is an error.
+    allow_silent : bool
+        Accept an all-silent file instead of raising.
+
+    Returns
+    -------
+    torch.Tensor
+        The waveform, shape ``[samples]``, float32.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # libsndfile reports corrupt and non-audio files alike
+        raise AudioError(path, f"unreadable or not an audio file ({err})") from None
+    if info.frames == 0:
+        raise AudioError(path, "zero-length audio (no samples)")
+    seconds = info.frames / info.samplerate
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioError(
+            path, f"too long for memory: {seconds:.0f} s > max_seconds={max_seconds:.0f}"
+        )
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:
+        raise AudioError(path, f"unreadable audio data ({err})") from None
+    if not np.isfinite(data).all():
+        raise AudioError(path, "contains NaN or Inf samples")
+    if data.shape[1] > 1:
+        if not downmix:
+            raise AudioError(path, f"{data.shape[1]} channels; the model takes mono")
+        logger.warning("%s: %d channels, averaged to mono", path, data.shape[1])
+    wav = torch.from_numpy(data.mean(axis=1))
+    peak = float(wav.abs().max())
+    if peak >= CLIP_LEVEL:
+        logger.warning("%s: clipped (peak %.3f); enhancing anyway", path, peak)
+    if not allow_silent and float(wav.pow(2).mean().sqrt()) < SILENCE_RMS:
+        raise AudioError(path, "all-silent audio (RMS below -100 dBFS)")
+    if rate != sample_rate:
+        wav = torchaudio.functional.resample(wav, rate, sample_rate)
+    return wav.contiguous()
+
+
+def write_audio(
+    path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_rate: int
+) -> None:
+    """Write a mono waveform as 16-bit PCM, atomically (temporary file, then rename).
+
+    Samples are clipped to [-1, 1) before quantization.
+
+    Arguments
+    ---------
+    path : str or PathLike
+        Target file; its folder is created if missing.
+    wav : torch.Tensor or numpy.ndarray
+        Mono waveform, shape ``[samples]`` (a leading singleton dimension is accepted).
+    sample_rate : int
+        Sample rate written in the header.
+    """
+    if isinstance(wav, torch.Tensor):
+        wav = wav.detach().cpu().float().numpy()
+    wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+    if not np.isfinite(wav).all():
+        raise AudioError(path, "refusing to write non-finite samples")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        sf.write(tmp, np.clip(wav, -1.0, 1.0 - 1.0 / 32768), sample_rate, subtype="PCM_16",
+                 format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def duration_seconds(path: str | os.PathLike) -> float:
+    """Duration of an audio file from its header, in seconds (``math.nan`` if unreadable)."""
+    try:
+        info = sf.info(str(path))
+    except Exception:
+        return math.nan
+    return info.frames / info.samplerate
