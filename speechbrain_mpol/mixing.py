@@ -28,7 +28,7 @@ def rms(x: np.ndarray) -> float:
 
 def snr_db(speech: np.ndarray, noise: np.ndarray) -> float:
     """Signal-to-noise ratio in dB between two equal-length signals."""
-    return 20.0 * np.log10(rms(speech) / max(rms(noise), _EPS))
+    return float(20.0 * np.log10(rms(speech) / max(rms(noise), _EPS)))
 
 
 def fit_length(noise: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -87,7 +87,7 @@ def set_level(x: np.ndarray, dbfs: float) -> np.ndarray:
 
 def level_dbfs(x: np.ndarray) -> float:
     """RMS level of ``x`` in dBFS."""
-    return 20.0 * np.log10(max(rms(x), _EPS))
+    return float(20.0 * np.log10(max(rms(x), _EPS)))
 
 
 def band_limit(

@@ -1,0 +1,370 @@
+"""Test-time adapters: the MPol adapter and the machinery every adaptation method shares.
+
+Shaped like ``tent``: one class owns the enhancer, the optimizer and a snapshot of the source
+weights; ``forward`` enhances a batch and adapts on it; ``reset()`` restores the source model.
+
+Two schedules are supported:
+
+- ``continual`` (the authors' default): predict-then-adapt. Each batch is first enhanced with
+  the current weights (the returned output), then one forward/backward on its first
+  ``crop_seconds`` accumulates gradients; every ``accumulation`` utterances the gradient norm
+  is clipped, one optimizer step is taken and every weight is pulled back toward the source
+  (``theta <- (1 - source_pull) * theta + source_pull * theta_source``).
+- ``episodic``: reset to the source, take ``steps`` updates on the batch, then enhance it.
+
+SpeechBrain traps handled here: ``from_hparams`` freezes every parameter and calls ``eval()``;
+``Brain.evaluate`` runs under ``torch.no_grad()``; a cuDNN LSTM cannot backpropagate in eval
+mode. The adapter re-enables gradients for the selected parameters only, turns gradients on
+around its own update, and disables cuDNN for the adaptation pass while the modules stay in
+eval mode (so BatchNorm keeps its source statistics and dropout stays off).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from speechbrain_mpol.hooks import MaskHook, MaskView
+from speechbrain_mpol.objective import reference_gain, sign_penalty, wasserstein_1d
+
+logger = logging.getLogger(__name__)
+
+
+def select_parameters(
+    module: nn.Module, patterns: Sequence[str]
+) -> list[tuple[str, nn.Parameter]]:
+    """Parameters of ``module`` whose names match any of ``patterns`` (regular expressions).
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The network.
+    patterns : sequence of str
+        Regular expressions searched in the dotted parameter names (``re.search``).
+
+    Returns
+    -------
+    list of (name, parameter)
+        The selected parameters, in the module's order.
+
+    Example
+    -------
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+    >>> [name for name, _ in select_parameters(net, [r"^1\\."])]
+    ['1.weight', '1.bias']
+    """
+    compiled = [re.compile(p) for p in patterns]
+    chosen = [(n, p) for n, p in module.named_parameters() if any(c.search(n) for c in compiled)]
+    if patterns and not chosen:
+        names = ", ".join(n for n, _ in module.named_parameters())
+        raise ValueError(f"no parameter matches {list(patterns)}; parameters are: {names}")
+    return chosen
+
+
+def crop_batch(
+    wavs: torch.Tensor, lengths: torch.Tensor, max_samples: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the first ``max_samples`` samples of each utterance, with updated relative lengths.
+
+    Example
+    -------
+    >>> w, l = crop_batch(torch.zeros(2, 100), torch.tensor([1.0, 0.3]), 50)
+    >>> w.shape, l.tolist()
+    (torch.Size([2, 50]), [1.0, 0.6000000238418579])
+    """
+    total = wavs.shape[1]
+    if max_samples is None or total <= max_samples:
+        return wavs, lengths
+    absolute = (lengths * total).clamp(max=max_samples)
+    return wavs[:, :max_samples], absolute / max_samples
+
+
+class Adapter(nn.Module):
+    """Shared state and schedule of a test-time adaptation method; subclasses define the loss.
+
+    Arguments
+    ---------
+    enhancer : speechbrain.inference.interfaces.Pretrained
+        A loaded enhancer with ``enhance_batch(wavs, lengths)`` and ``mods``.
+    hook : MaskHook
+        The hook attached to the enhancer's mask.
+    params : sequence of str
+        Regular expressions selecting the adapted parameters by name (empty: adapt nothing).
+    opt_class : callable
+        Builds the optimizer from a parameter list (``!name:torch.optim.AdamW`` with ``lr``).
+    mode : str
+        ``"continual"`` or ``"episodic"``.
+    steps : int
+        Updates per batch in episodic mode.
+    accumulation : int
+        Utterances whose gradients are accumulated per update in continual mode.
+    clip_grad_norm : float or None
+        Gradient-norm clipping before each step.
+    source_pull : float
+        Fraction of the way back to the source weights after each continual update (0 = none).
+    crop_seconds : float or None
+        Length of the adaptation pass's crop of each utterance.
+    sample_rate : int
+        Sample rate of the waveforms.
+    """
+
+    def __init__(
+        self,
+        enhancer: nn.Module,
+        hook: MaskHook,
+        params: Sequence[str] = (),
+        opt_class: Callable[..., torch.optim.Optimizer] | None = None,
+        mode: str = "continual",
+        steps: int = 1,
+        accumulation: int = 8,
+        clip_grad_norm: float | None = 0.1,
+        source_pull: float = 0.2,
+        crop_seconds: float | None = 4.0,
+        sample_rate: int = 16000,
+    ):
+        super().__init__()
+        if mode not in ("continual", "episodic"):
+            raise ValueError(f"mode must be 'continual' or 'episodic', not {mode!r}")
+        self.enhancer = enhancer
+        self.model = enhancer.mods
+        self.hook = hook
+        self.mode = mode
+        self.steps = int(steps)
+        self.accumulation = max(1, int(accumulation))
+        self.clip_grad_norm = clip_grad_norm
+        self.source_pull = float(source_pull)
+        self.crop_samples = None if crop_seconds is None else int(crop_seconds * sample_rate)
+        self.opt_class = opt_class or (lambda p: torch.optim.AdamW(p, lr=5e-4))
+
+        self.named_params = select_parameters(self.model, params)
+        self.param_names = [name for name, _ in self.named_params]
+        for _, p in self.model.named_parameters():
+            p.requires_grad_(False)
+        for _, p in self.named_params:
+            p.requires_grad_(True)
+        self.model.eval()
+        self.source_state = copy.deepcopy(self.model.state_dict())
+        self.optimizer = self._new_optimizer()
+        self.pending = 0  # utterances accumulated since the last update
+        self.counts: Counter = Counter()
+        self.last_parts: dict[str, torch.Tensor] = {}
+
+    # ----------------------------------------------------------------- state
+    def _new_optimizer(self) -> torch.optim.Optimizer | None:
+        params = [p for _, p in self.named_params]
+        return self.opt_class(params) if params else None
+
+    def reset(self) -> None:
+        """Restore the source weights and a fresh optimizer (bit for bit)."""
+        self.model.load_state_dict(self.source_state)
+        self.optimizer = self._new_optimizer()
+        self.pending = 0
+        for _, p in self.named_params:
+            p.grad = None
+
+    @torch.no_grad()
+    def pull_to_source(self) -> None:
+        """Move every floating-point weight ``source_pull`` of the way back to the source."""
+        if self.source_pull <= 0:
+            return
+        for name, value in self.model.state_dict().items():
+            if value.is_floating_point():
+                value.lerp_(self.source_state[name].to(value.device), self.source_pull)
+
+    # ----------------------------------------------------------------- passes
+    @torch.no_grad()
+    def predict(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Enhance with the current weights, no gradient."""
+        self.counts["forward"] += 1
+        out = self.enhancer.enhance_batch(wavs, lengths)
+        self.hook.clear()
+        return out
+
+    @torch.no_grad()
+    def predict_source(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Enhance with the source weights, leaving the adapted weights in place afterwards."""
+        current = copy.deepcopy(self.model.state_dict())
+        self.model.load_state_dict(self.source_state)
+        try:
+            out = self.enhancer.enhance_batch(wavs, lengths)
+        finally:
+            self.model.load_state_dict(current)
+            self.hook.clear()
+        return out
+
+    def loss(self, view: MaskView) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The adaptation loss of one pass; defined by each method."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def objective(self, wavs: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The unsupervised loss terms per utterance with the current weights, no update."""
+        self.enhancer.enhance_batch(wavs, lengths)
+        view = self.hook.view()
+        view.lengths = lengths
+        _, parts = self.loss(view)
+        self.hook.clear()
+        return parts
+
+    def backward_pass(self, wavs: torch.Tensor, lengths: torch.Tensor) -> bool:
+        """One forward/backward of the adaptation loss on the crop; False if it was not finite."""
+        wavs, lengths = crop_batch(wavs, lengths, self.crop_samples)
+        with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
+            self.enhancer.enhance_batch(wavs, lengths)
+            view = self.hook.view()
+            view.lengths = lengths
+            loss, parts = self.loss(view)
+            self.counts["forward"] += 1
+            self.last_parts = parts
+            if not torch.isfinite(loss):
+                self.counts["skipped_nonfinite"] += 1
+                self.hook.clear()
+                return False
+            loss.backward()
+            self.counts["backward"] += 1
+        self.hook.clear()
+        return True
+
+    def update(self) -> None:
+        """Clip, step, zero the gradients; skip the step if a gradient is not finite."""
+        params = [p for _, p in self.named_params]
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads and all(torch.isfinite(g).all() for g in grads):
+            if self.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+            self.optimizer.step()
+            self.counts["updates"] += 1
+        elif grads:
+            self.counts["skipped_nonfinite"] += 1
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Enhance a batch ``[B, samples]`` and adapt on it, per the schedule.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            Noisy waveforms ``[B, samples]``.
+        lengths : torch.Tensor, optional
+            Relative lengths ``[B]`` (all ones if omitted).
+
+        Returns
+        -------
+        torch.Tensor
+            Enhanced waveforms ``[B, samples]``.
+        """
+        if lengths is None:
+            lengths = torch.ones(wavs.shape[0], device=wavs.device)
+        if self.optimizer is None:
+            return self.predict(wavs, lengths)
+        if self.mode == "episodic":
+            self.reset()
+            for _ in range(self.steps):
+                if self.backward_pass(wavs, lengths):
+                    self.update()
+                else:
+                    self.optimizer.zero_grad(set_to_none=True)
+            return self.predict(wavs, lengths)
+        out = self.predict(wavs, lengths)
+        if self.backward_pass(wavs, lengths):
+            self.pending += wavs.shape[0]
+        if self.pending >= self.accumulation:
+            self.update()
+            self.pull_to_source()
+            self.pending = 0
+        return out
+
+
+class MPolAdapter(Adapter):
+    """Mask polarization: match the mask's value histogram to a reference gain's (W1).
+
+    Arguments
+    ---------
+    enhancer, hook, **schedule
+        See :class:`Adapter`.
+    reference : str
+        Reference gain: ``"self"`` (the authors' S/(S+N)) or ``"noisy_wiener"``.
+    compare_in : str
+        ``"linear"``: compare the mask's effective linear gain with the reference;
+        ``"mask"``: map the reference into the mask's own domain (e.g. MetricGAN+'s log1p
+        domain) and compare it with the raw mask.
+    noise_frames : int
+        Frames in the noise estimate (k).
+    compression : float
+        Power-law compression of the magnitude domain (1 for none).
+    sign_weight, wasser_weight : float
+        Loss weights.
+
+    Example
+    -------
+    >>> from speechbrain_mpol.hooks import MetricGANMaskHook
+    >>> from speechbrain.lobes.models.MetricGAN import EnhancementGenerator
+    >>> class Tiny(nn.Module):  # the smallest stand-in for SpectralMaskEnhancement
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.mods = nn.ModuleDict({"enhance_model": EnhancementGenerator()})
+    ...     def enhance_batch(self, wavs, lengths):
+    ...         feats = torch.log1p(wavs.abs().unfold(1, 257, 128))
+    ...         return self.mods.enhance_model(feats, lengths=lengths).mean(-1)
+    >>> tiny = Tiny()
+    >>> adapter = MPolAdapter(tiny, MetricGANMaskHook(tiny.mods.enhance_model),
+    ...                       params=["linear2"], accumulation=1)
+    >>> before = tiny.mods.enhance_model.linear2.weight.clone()
+    >>> out = adapter(torch.randn(1, 4000))
+    >>> bool((tiny.mods.enhance_model.linear2.weight != before).any())
+    True
+    >>> adapter.reset()
+    >>> bool(torch.equal(tiny.mods.enhance_model.linear2.weight, before))
+    True
+    """
+
+    def __init__(
+        self,
+        enhancer: nn.Module,
+        hook: MaskHook,
+        reference: str = "self",
+        compare_in: str = "linear",
+        noise_frames: int = 32,
+        compression: float = 1.0,
+        sign_weight: float = 10.0,
+        wasser_weight: float = 1.0,
+        **schedule,
+    ):
+        super().__init__(enhancer, hook, **schedule)
+        if compare_in not in ("linear", "mask"):
+            raise ValueError(f"compare_in must be 'linear' or 'mask', not {compare_in!r}")
+        self.reference = reference
+        self.compare_in = compare_in
+        self.noise_frames = int(noise_frames)
+        self.compression = float(compression)
+        self.sign_weight = float(sign_weight)
+        self.wasser_weight = float(wasser_weight)
+        reference_gain(reference, torch.ones(1, 1, 1), torch.ones(1, 1, 1))  # validates the name
+
+    def reference_and_mask(self, view: MaskView) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (mask, reference) pair in the comparison domain."""
+        gain = reference_gain(
+            self.reference,
+            view.noisy,
+            view.enhanced.detach(),
+            view.lengths,
+            k=self.noise_frames,
+            compression=self.compression,
+        )
+        if self.compare_in == "linear":
+            return view.linear_gain(), gain
+        return view.mask, view.from_linear(gain).detach()
+
+    def loss(self, view: MaskView) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``sign_weight * mean(relu(-M)) + wasser_weight * W1(M, G)``, mean over the batch."""
+        mask, ref = self.reference_and_mask(view)
+        w1 = wasserstein_1d(mask, ref, view.lengths)
+        sign = sign_penalty(view.mask, view.lengths)
+        loss = (self.sign_weight * sign + self.wasser_weight * w1).mean()
+        return loss, {"w1": w1.detach(), "sign": sign.detach()}

@@ -1,0 +1,336 @@
+"""The MPol objective: noise estimate, reference gain, 1-D Wasserstein distance, sign penalty.
+
+All functions are pure and batched. Time-frequency tensors are ``[batch, frames, bins]``
+(SpeechBrain's layout); ``lengths`` are SpeechBrain's relative lengths in ``(0, 1]``, and
+padded frames never enter a statistic or a distribution.
+
+The loss for one utterance (Raichle et al., ICASSP 2026) is::
+
+    loss = sign_weight * mean(relu(-M)) + wasser_weight * W1(hist(M), hist(G))
+
+where ``M`` is the predicted mask and ``G`` a reference gain that carries no gradient.
+
+Example
+-------
+>>> import torch
+>>> noisy = torch.rand(2, 50, 257) + 0.1
+>>> mask = torch.rand(2, 50, 257, requires_grad=True)
+>>> lengths = torch.tensor([1.0, 0.6])
+>>> ref = reference_gain("self", noisy, mask.detach() * noisy, lengths)
+>>> loss, parts = mpol_loss(mask, ref, lengths)
+>>> loss.backward()
+>>> bool(mask.grad.abs().sum() > 0), ref.requires_grad
+(True, False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+#: Floor on denominators of gains, relative to nothing: magnitudes are in waveform units.
+GAIN_FLOOR = 1e-8
+
+
+def frame_mask(lengths: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor:
+    """Boolean ``[batch, frames]`` map of the valid (non-padded) frames.
+
+    Arguments
+    ---------
+    lengths : torch.Tensor or None
+        Relative lengths ``[batch]`` in (0, 1]; None means every frame is valid.
+    batch : int
+        Batch size.
+    frames : int
+        Number of frames of the padded batch.
+
+    Returns
+    -------
+    torch.Tensor
+        ``True`` where a frame belongs to the utterance.
+
+    Example
+    -------
+    >>> frame_mask(torch.tensor([1.0, 0.5]), 2, 4).int().tolist()
+    [[1, 1, 1, 1], [1, 1, 0, 0]]
+    """
+    if lengths is None:
+        return torch.ones(batch, frames, dtype=torch.bool)
+    valid = torch.round(lengths.float().cpu() * frames).clamp(min=1, max=frames)
+    return torch.arange(frames)[None, :] < valid[:, None]
+
+
+def noise_estimate(
+    noisy: torch.Tensor,
+    energy: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    k: int = 32,
+) -> torch.Tensor:
+    """Noise magnitude per bin: mean of ``noisy`` over the ``k`` frames of lowest ``energy``.
+
+    Arguments
+    ---------
+    noisy : torch.Tensor
+        Noisy magnitude ``[B, T, F]`` that the noise is read from.
+    energy : torch.Tensor
+        Magnitude ``[B, T, F]`` that ranks the frames (the enhanced one for the authors'
+        reference, the noisy one for a reference from the input alone); frames are ranked by
+        the mean over bins.
+    lengths : torch.Tensor, optional
+        Relative lengths ``[B]``; padded frames are never picked.
+    k : int
+        Number of frames averaged (fewer if an utterance is shorter).
+
+    Returns
+    -------
+    torch.Tensor
+        Noise magnitude ``[B, F]``.
+
+    Example
+    -------
+    >>> y = torch.ones(1, 10, 3); y[0, 4] = 0.1
+    >>> noise_estimate(y, y, k=1).tolist()
+    [[0.10000000149011612, 0.10000000149011612, 0.10000000149011612]]
+    """
+    batch, frames, _ = noisy.shape
+    valid = frame_mask(lengths, batch, frames).to(noisy.device)
+    frame_energy = energy.detach().mean(dim=-1).masked_fill(~valid, float("inf"))
+    count = min(k, frames)
+    idx = frame_energy.topk(count, dim=1, largest=False).indices  # [B, k]
+    picked = torch.gather(noisy, 1, idx[..., None].expand(-1, -1, noisy.shape[-1]))
+    # Utterances shorter than k frames: only their valid frames count.
+    n_valid = valid.sum(dim=1).clamp(max=count)
+    use = torch.arange(count, device=noisy.device)[None, :] < n_valid[:, None]
+    return (picked * use[..., None]).sum(dim=1) / n_valid[:, None]
+
+
+def self_reference_gain(
+    noisy: torch.Tensor,
+    enhanced: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    k: int = 32,
+    compression: float = 1.0,
+) -> torch.Tensor:
+    """The authors' reference: spectral-subtraction gain ``G = S / (S + N)`` from the model's output.
+
+    ``N`` is the mean *noisy* magnitude over the ``k`` frames whose *enhanced* energy is lowest.
+    With ``compression`` c != 1 the inputs are taken as ``|.|^c``: the compression is undone
+    on ``S`` and ``N`` and re-applied to the gain (``G^c``).
+
+    Arguments
+    ---------
+    noisy : torch.Tensor
+        Noisy magnitude ``|Y|`` ``[B, T, F]``.
+    enhanced : torch.Tensor
+        Enhanced magnitude ``S`` ``[B, T, F]``.
+    lengths : torch.Tensor, optional
+        Relative lengths ``[B]``.
+    k : int
+        Frames in the noise estimate.
+    compression : float
+        Power-law compression exponent of the model's magnitude domain.
+
+    Returns
+    -------
+    torch.Tensor
+        Gain in [0, 1], ``[B, T, F]``, detached.
+
+    Example
+    -------
+    >>> y = torch.ones(1, 40, 2); s = y.clone(); s[0, :32] = 0.0
+    >>> g = self_reference_gain(y, s, k=32)
+    >>> round(float(g[0, 0, 0]), 3), round(float(g[0, 39, 0]), 3)
+    (0.0, 0.5)
+    """
+    noisy, enhanced = noisy.detach(), enhanced.detach()
+    if compression != 1.0:
+        noisy, enhanced = noisy ** (1.0 / compression), enhanced ** (1.0 / compression)
+    noise = noise_estimate(noisy, enhanced, lengths, k)[:, None, :]
+    gain = enhanced / (enhanced + noise).clamp(min=GAIN_FLOOR)
+    gain = gain.clamp(0.0, 1.0)
+    return gain**compression if compression != 1.0 else gain
+
+
+def noisy_wiener_gain(
+    noisy: torch.Tensor,
+    enhanced: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    k: int = 32,
+    compression: float = 1.0,
+) -> torch.Tensor:
+    """Power-subtraction (Wiener-style) gain from the noisy input alone.
+
+    ``G = max(|Y|^2 - N^2, 0) / |Y|^2`` with ``N`` the mean noisy magnitude over the ``k``
+    quietest *noisy* frames. The model's output is not used, so the reference cannot inherit
+    the model's own bias (e.g. over-suppression under a domain shift).
+
+    Arguments
+    ---------
+    noisy : torch.Tensor
+        Noisy magnitude ``|Y|`` ``[B, T, F]``.
+    enhanced : torch.Tensor, optional
+        Ignored; present so every reference has the same signature.
+    lengths : torch.Tensor, optional
+        Relative lengths ``[B]``.
+    k : int
+        Frames in the noise estimate.
+    compression : float
+        As in :func:`self_reference_gain`.
+
+    Returns
+    -------
+    torch.Tensor
+        Gain in [0, 1], ``[B, T, F]``, detached.
+
+    Example
+    -------
+    >>> y = torch.ones(1, 40, 1); y[0, 35:] = 10.0
+    >>> g = noisy_wiener_gain(y, k=32)
+    >>> round(float(g[0, 0, 0]), 3), round(float(g[0, 39, 0]), 3)
+    (0.0, 0.99)
+    """
+    noisy = noisy.detach()
+    if compression != 1.0:
+        noisy = noisy ** (1.0 / compression)
+    noise = noise_estimate(noisy, noisy, lengths, k)[:, None, :]
+    power = noisy.pow(2)
+    gain = (power - noise.pow(2)).clamp(min=0.0) / power.clamp(min=GAIN_FLOOR)
+    gain = gain.clamp(0.0, 1.0)
+    return gain**compression if compression != 1.0 else gain
+
+
+#: The reference gains, by the name used in YAML (``reference:``).
+REFERENCES: dict[str, Callable[..., torch.Tensor]] = {
+    "self": self_reference_gain,
+    "noisy_wiener": noisy_wiener_gain,
+}
+
+
+def reference_gain(
+    name: str,
+    noisy: torch.Tensor,
+    enhanced: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    k: int = 32,
+    compression: float = 1.0,
+) -> torch.Tensor:
+    """Compute the reference gain called ``name`` (a key of :data:`REFERENCES`).
+
+    Arguments
+    ---------
+    name : str
+        ``"self"`` (the authors') or ``"noisy_wiener"``.
+    noisy, enhanced : torch.Tensor
+        Linear magnitudes ``[B, T, F]``.
+    lengths : torch.Tensor, optional
+        Relative lengths ``[B]``.
+    k : int
+        Frames in the noise estimate.
+    compression : float
+        Power-law compression of the magnitude domain.
+
+    Returns
+    -------
+    torch.Tensor
+        Detached gain in [0, 1], ``[B, T, F]``.
+    """
+    if name not in REFERENCES:
+        raise ValueError(f"unknown reference {name!r}; choose one of {sorted(REFERENCES)}")
+    return REFERENCES[name](noisy, enhanced, lengths, k=k, compression=compression)
+
+
+def wasserstein_1d(
+    a: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor | None = None
+) -> torch.Tensor:
+    """1-D Wasserstein-1 distance between the value histograms of ``a`` and ``b``, per utterance.
+
+    With equal sample counts the optimal transport pairs sorted values, so
+    ``W1 = mean(|sort(a) - sort(b)|)`` over the valid frames; only the histograms are compared,
+    not the bins one by one.
+
+    Arguments
+    ---------
+    a, b : torch.Tensor
+        ``[B, T, F]`` (or ``[B, T]``) of the same shape; gradients flow through both.
+    lengths : torch.Tensor, optional
+        Relative lengths ``[B]``; padded frames are left out of both distributions.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B]`` distances.
+
+    Example
+    -------
+    >>> a = torch.tensor([[[0.0, 1.0]]]); b = torch.tensor([[[1.0, 0.5]]])
+    >>> wasserstein_1d(a, b).tolist()
+    [0.25]
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    batch, frames = a.shape[:2]
+    valid = frame_mask(lengths, batch, frames).to(a.device)
+    valid = valid.reshape(batch, frames, *([1] * (a.dim() - 2))).expand_as(a).reshape(batch, -1)
+    # Padded entries are pushed past every valid value so they sort last in both tensors.
+    big = torch.finfo(a.dtype).max
+    a_sorted = a.reshape(batch, -1).masked_fill(~valid, big).sort(dim=1).values
+    b_sorted = b.reshape(batch, -1).masked_fill(~valid, big).sort(dim=1).values
+    n_valid = valid.sum(dim=1)
+    keep = torch.arange(a_sorted.shape[1], device=a.device)[None, :] < n_valid[:, None]
+    diff = torch.where(keep, (a_sorted - b_sorted).abs(), torch.zeros_like(a_sorted))
+    return diff.sum(dim=1) / n_valid
+
+
+def masked_mean(x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``[B, T, ...]`` over the valid frames of each utterance, ``[B]``."""
+    batch, frames = x.shape[:2]
+    valid = frame_mask(lengths, batch, frames).to(x.device)
+    valid = valid.reshape(batch, frames, *([1] * (x.dim() - 2))).expand_as(x)
+    return (x * valid).reshape(batch, -1).sum(1) / valid.reshape(batch, -1).sum(1)
+
+
+def sign_penalty(mask: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``relu(-mask)`` over the valid frames, ``[B]``: zero for non-negative masks.
+
+    Example
+    -------
+    >>> sign_penalty(torch.tensor([[[-1.0, 1.0]]])).tolist()
+    [0.5]
+    """
+    return masked_mean(torch.relu(-mask), lengths)
+
+
+def mpol_loss(
+    mask: torch.Tensor,
+    reference: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    sign_weight: float = 10.0,
+    wasser_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The MPol loss, averaged over the batch.
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        Predicted mask ``[B, T, F]`` in the domain it is compared in (carries gradient).
+    reference : torch.Tensor
+        Reference gain in the same domain, ``[B, T, F]``; detached here in any case.
+    lengths : torch.Tensor, optional
+        Relative lengths ``[B]``.
+    sign_weight : float
+        Weight of the sign penalty (authors: 10; 1 for a PReLU-masked model).
+    wasser_weight : float
+        Weight of the Wasserstein term.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        Scalar loss.
+    parts : dict
+        Per-utterance ``w1`` and ``sign`` terms ``[B]``, detached.
+    """
+    w1 = wasserstein_1d(mask, reference.detach(), lengths)
+    sign = sign_penalty(mask, lengths)
+    loss = (sign_weight * sign + wasser_weight * w1).mean()
+    return loss, {"w1": w1.detach(), "sign": sign.detach()}
