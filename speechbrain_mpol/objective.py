@@ -112,7 +112,7 @@ def self_reference_gain(
     k: int = 32,
     compression: float = 1.0,
 ) -> torch.Tensor:
-    """The authors' reference: spectral-subtraction gain ``G = S / (S + N)`` from the model's output.
+    """The authors' reference: spectral-subtraction gain ``G = S / (S + N)`` from the output.
 
     ``N`` is the mean *noisy* magnitude over the ``k`` frames whose *enhanced* energy is lowest.
     With ``compression`` c != 1 the inputs are taken as ``|.|^c``: the compression is undone
