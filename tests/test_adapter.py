@@ -1,0 +1,130 @@
+"""Plumbing tests of the adapter on the real SpectralMaskEnhancement class (random generator)."""
+
+import pytest
+import torch
+
+from speechbrain_mpol.adapter import MPolAdapter, crop_batch, select_parameters
+from speechbrain_mpol.hooks import attach_hook
+
+SELECTED = ["linear2", "Learnable_sigmoid"]
+
+
+def make_adapter(enhancer, **kwargs):
+    kwargs.setdefault("params", SELECTED)
+    kwargs.setdefault("opt_class", lambda p: torch.optim.AdamW(p, lr=1e-2))
+    return MPolAdapter(enhancer, attach_hook(enhancer, "metricgan"), **kwargs)
+
+
+def noisy_batch(seconds=1.0, batch=1, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(16000 * seconds)) / 16000
+    speech = 0.3 * torch.sin(2 * torch.pi * 220 * t) * (torch.sin(2 * torch.pi * 2 * t) > 0)
+    return speech + 0.05 * torch.randn(batch, t.numel(), generator=gen)
+
+
+def test_pretrained_freezes_and_adapter_reenables_only_selected(metricgan_enhancer):
+    model = metricgan_enhancer.mods
+    assert not any(p.requires_grad for p in model.parameters())  # SpeechBrain's freeze
+    adapter = make_adapter(metricgan_enhancer)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"enhance_model.linear2.weight", "enhance_model.linear2.bias",
+                         "enhance_model.Learnable_sigmoid.slope"}
+    assert not model.training  # stays in eval mode
+    assert set(adapter.param_names) == trainable
+
+
+def test_gradients_reach_only_selected_parameters(metricgan_enhancer):
+    adapter = make_adapter(metricgan_enhancer, accumulation=100)  # accumulate, do not step
+    wavs = noisy_batch()
+    with torch.no_grad():  # as inside Brain.evaluate
+        adapter(wavs, torch.ones(1))
+    for name, p in metricgan_enhancer.mods.named_parameters():
+        if any(s in name for s in SELECTED):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+
+
+def test_continual_update_changes_only_selected_and_reset_restores(metricgan_enhancer):
+    model = metricgan_enhancer.mods
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapter = make_adapter(metricgan_enhancer, accumulation=1, source_pull=0.0)
+    adapter(noisy_batch(), torch.ones(1))
+    assert adapter.counts["updates"] == 1
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(any(s in k for s in SELECTED) for k in changed)
+    adapter.reset()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_accumulation_steps_every_n_utterances(metricgan_enhancer):
+    adapter = make_adapter(metricgan_enhancer, accumulation=3)
+    for i in range(7):
+        adapter(noisy_batch(seed=i), torch.ones(1))
+    assert adapter.counts["updates"] == 2
+    assert adapter.counts["backward"] == 7
+    assert adapter.counts["forward"] == 14  # one inference + one adaptation pass each
+
+
+def test_source_pull_moves_weights_by_the_configured_fraction(metricgan_enhancer):
+    adapter = make_adapter(metricgan_enhancer, source_pull=0.2)
+    weight = metricgan_enhancer.mods.enhance_model.linear2.weight
+    source = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(1.0)
+    adapter.pull_to_source()
+    assert torch.allclose(weight.detach(), source + 0.8, atol=1e-6)
+
+
+def test_episodic_mode_resets_before_each_utterance(metricgan_enhancer):
+    adapter = make_adapter(metricgan_enhancer, mode="episodic", steps=2)
+    weight = metricgan_enhancer.mods.enhance_model.linear2.weight
+    source = weight.detach().clone()
+    out1 = adapter(noisy_batch(seed=1), torch.ones(1))
+    adapted_once = weight.detach().clone()
+    assert not torch.equal(adapted_once, source)
+    adapter(noisy_batch(seed=1), torch.ones(1))
+    # same input, reset in between: the same adapted weights and output, not a drift
+    assert torch.allclose(weight.detach(), adapted_once, atol=1e-6)
+    assert out1.shape == (1, 16000)
+    assert adapter.counts["updates"] == 4
+
+
+def test_predict_source_leaves_adapted_weights(metricgan_enhancer):
+    adapter = make_adapter(metricgan_enhancer, accumulation=1, source_pull=0.0)
+    wavs = noisy_batch()
+    source_out = adapter.predict(wavs, torch.ones(1))
+    adapter(wavs, torch.ones(1))
+    adapted = metricgan_enhancer.mods.enhance_model.linear2.weight.detach().clone()
+    again = adapter.predict_source(wavs, torch.ones(1))
+    assert torch.allclose(again, source_out, atol=1e-6)
+    assert torch.equal(metricgan_enhancer.mods.enhance_model.linear2.weight.detach(), adapted)
+
+
+def test_compare_in_mask_domain_runs_and_updates(metricgan_enhancer):
+    adapter = make_adapter(metricgan_enhancer, compare_in="mask", accumulation=1)
+    adapter(noisy_batch(), torch.ones(1))
+    assert adapter.counts["updates"] == 1
+    assert float(adapter.last_parts["w1"][0]) > 0
+
+
+def test_non_finite_loss_skips_update(metricgan_enhancer):
+    adapter = make_adapter(metricgan_enhancer, accumulation=1)
+    wavs = noisy_batch()
+    wavs[0, 100] = float("nan")
+    before = metricgan_enhancer.mods.enhance_model.linear2.weight.detach().clone()
+    adapter(wavs, torch.ones(1))
+    assert adapter.counts["skipped_nonfinite"] == 1
+    assert torch.equal(metricgan_enhancer.mods.enhance_model.linear2.weight.detach(), before)
+
+
+def test_select_parameters_errors_name_the_candidates(metricgan_enhancer):
+    with pytest.raises(ValueError, match="linear1.weight"):
+        select_parameters(metricgan_enhancer.mods, ["does_not_exist"])
+
+
+def test_crop_batch_keeps_short_utterances():
+    wavs, lens = crop_batch(torch.zeros(2, 1000), torch.tensor([1.0, 0.2]), 400)
+    assert wavs.shape == (2, 400)
+    assert lens.tolist() == pytest.approx([1.0, 0.5])
