@@ -487,8 +487,13 @@ class ComplexRatioMask(nn.Module):
     True
     """
 
-    def forward(self, mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, mask: torch.Tensor, spec: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Complex product of ``mask`` ``[B, 2, T, F]`` and ``spec`` ``[B, F, T, 2]``.
+
+        ``lengths`` (relative, ``[B]``) is not used here; it is accepted so that a forward
+        hook on this module can read which frames of a padded batch are valid.
 
         Returns the enhanced spectrum ``[B, F, T, 2]``.
         """
@@ -522,8 +527,13 @@ class GTCRN(nn.Module):
         self.decoder = Decoder()
         self.mask = ComplexRatioMask()
 
-    def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        """Enhance a noisy spectrum ``[B, 257, T, 2]``."""
+    def forward(self, spec: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Enhance a noisy spectrum ``[B, 257, T, 2]``.
+
+        ``lengths`` (relative, ``[B]``) only travels to the ``mask`` call for hooks: the
+        network is causal in time, so padding reaches at most the last STFT frame of the
+        valid part.
+        """
         re, im = spec[..., 0], spec[..., 1]
         mag = torch.sqrt(re.pow(2) + im.pow(2) + 1e-12)
         feat = torch.stack([mag, re, im], dim=1).transpose(2, 3)  # [B, 3, T, 257]
@@ -531,4 +541,4 @@ class GTCRN(nn.Module):
         x, en_outs = self.encoder(feat)
         x = self.dpgrnn2(self.dpgrnn1(x))
         mask = self.erb.bs(self.decoder(x, en_outs))  # [B, 2, T, 257]
-        return self.mask(mask, spec)
+        return self.mask(mask, spec, lengths=lengths)
