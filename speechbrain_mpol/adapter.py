@@ -281,13 +281,11 @@ class Adapter(nn.Module):
         return out
 
 
-class MPolAdapter(Adapter):
-    """Mask polarization: match the mask's value histogram to a reference gain's (W1).
+class MPolObjective:
+    """The MPol loss of a :class:`~speechbrain_mpol.hooks.MaskView`, with its options.
 
     Arguments
     ---------
-    enhancer, hook, **schedule
-        See :class:`Adapter`.
     reference : str
         Reference gain: ``"self"`` (the authors' S/(S+N)) or ``"noisy_wiener"``.
     compare_in : str
@@ -300,6 +298,63 @@ class MPolAdapter(Adapter):
         Power-law compression of the magnitude domain (1 for none).
     sign_weight, wasser_weight : float
         Loss weights.
+    """
+
+    def __init__(
+        self,
+        reference: str = "self",
+        compare_in: str = "linear",
+        noise_frames: int = 32,
+        compression: float = 1.0,
+        sign_weight: float = 10.0,
+        wasser_weight: float = 1.0,
+    ):
+        if compare_in not in ("linear", "mask"):
+            raise ValueError(f"compare_in must be 'linear' or 'mask', not {compare_in!r}")
+        reference_gain(reference, torch.ones(1, 1, 1), torch.ones(1, 1, 1))  # validates the name
+        self.reference = reference
+        self.compare_in = compare_in
+        self.noise_frames = int(noise_frames)
+        self.compression = float(compression)
+        self.sign_weight = float(sign_weight)
+        self.wasser_weight = float(wasser_weight)
+
+    def reference_gain(self, view: MaskView) -> torch.Tensor:
+        """The reference as a linear gain ``[B, T, F]`` (detached)."""
+        return reference_gain(
+            self.reference,
+            view.noisy,
+            view.enhanced.detach(),
+            view.lengths,
+            k=self.noise_frames,
+            compression=self.compression,
+        )
+
+    def mask_and_reference(self, view: MaskView) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (mask, reference) pair in the comparison domain."""
+        gain = self.reference_gain(view)
+        if self.compare_in == "linear":
+            return view.linear_gain(), gain
+        return view.mask, view.from_linear(gain).detach()
+
+    def __call__(self, view: MaskView) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``sign_weight * mean(relu(-M)) + wasser_weight * W1(M, G)``, mean over the batch."""
+        mask, ref = self.mask_and_reference(view)
+        w1 = wasserstein_1d(mask, ref, view.lengths)
+        sign = sign_penalty(view.mask, view.lengths)
+        loss = (self.sign_weight * sign + self.wasser_weight * w1).mean()
+        return loss, {"w1": w1.detach(), "sign": sign.detach()}
+
+
+class MPolAdapter(Adapter):
+    """Mask polarization: match the mask's value histogram to a reference gain's (W1).
+
+    Arguments
+    ---------
+    enhancer, hook, **schedule
+        See :class:`Adapter`.
+    reference, compare_in, noise_frames, compression, sign_weight, wasser_weight
+        See :class:`MPolObjective`.
 
     Example
     -------
@@ -337,34 +392,10 @@ class MPolAdapter(Adapter):
         **schedule,
     ):
         super().__init__(enhancer, hook, **schedule)
-        if compare_in not in ("linear", "mask"):
-            raise ValueError(f"compare_in must be 'linear' or 'mask', not {compare_in!r}")
-        self.reference = reference
-        self.compare_in = compare_in
-        self.noise_frames = int(noise_frames)
-        self.compression = float(compression)
-        self.sign_weight = float(sign_weight)
-        self.wasser_weight = float(wasser_weight)
-        reference_gain(reference, torch.ones(1, 1, 1), torch.ones(1, 1, 1))  # validates the name
-
-    def reference_and_mask(self, view: MaskView) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (mask, reference) pair in the comparison domain."""
-        gain = reference_gain(
-            self.reference,
-            view.noisy,
-            view.enhanced.detach(),
-            view.lengths,
-            k=self.noise_frames,
-            compression=self.compression,
+        self.objective_fn = MPolObjective(
+            reference, compare_in, noise_frames, compression, sign_weight, wasser_weight
         )
-        if self.compare_in == "linear":
-            return view.linear_gain(), gain
-        return view.mask, view.from_linear(gain).detach()
 
     def loss(self, view: MaskView) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``sign_weight * mean(relu(-M)) + wasser_weight * W1(M, G)``, mean over the batch."""
-        mask, ref = self.reference_and_mask(view)
-        w1 = wasserstein_1d(mask, ref, view.lengths)
-        sign = sign_penalty(view.mask, view.lengths)
-        loss = (self.sign_weight * sign + self.wasser_weight * w1).mean()
-        return loss, {"w1": w1.detach(), "sign": sign.detach()}
+        """The MPol loss (see :class:`MPolObjective`)."""
+        return self.objective_fn(view)
