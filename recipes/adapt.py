@@ -53,15 +53,39 @@ def prepare_data(hparams: dict) -> Path:
     return Path(prepare_example(hparams["shared_folder"], hparams["example_folder"]))
 
 
-def build_adapter(hparams: dict, run_opts: dict):
-    """Load the enhancer (hub id, local folder or offline fallback) and wrap it in the adapter."""
-    enhancer = load_enhancer(
+def prepare_model(hparams: dict) -> None:
+    """Build a model folder that a prepare step makes from ``<shared_folder>/models``.
+
+    ``model_prepare: gtcrn`` turns the published GTCRN checkpoints into SpeechBrain pretrained
+    folders under ``pretrained_root`` (third-party weights: built locally, never committed).
+    """
+    if hparams.get("model_prepare") == "gtcrn":
+        from prepare_gtcrn import prepare_gtcrn
+
+        try:
+            prepare_gtcrn(
+                Path(hparams["shared_folder"]) / "models" / "gtcrn",
+                hparams.get("pretrained_root", "pretrained_models"),
+            )
+        except FileNotFoundError as err:  # load_enhancer then reports every source it tried
+            logger.error("%s", err)
+
+
+def load_model(hparams: dict, run_opts: dict):
+    """Prepare and load the enhancer (hub id, local folder or offline fallback)."""
+    prepare_model(hparams)
+    return load_enhancer(
         load_class(hparams["enhancer_class"]),
         hparams["model_source"],
         hparams["savedir"],
         fallbacks=hparams.get("offline_sources", []),
         run_opts={"device": run_opts.get("device", "cpu")},
     )
+
+
+def build_adapter(hparams: dict, run_opts: dict):
+    """Load the enhancer and wrap it in the adapter of ``hparams["adapter"]``."""
+    enhancer = load_model(hparams, run_opts)
     hook = attach_hook(enhancer, hparams["model_type"])
     return hparams["adapter"](enhancer=enhancer, hook=hook, sample_rate=hparams["sample_rate"])
 

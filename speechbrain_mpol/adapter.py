@@ -85,6 +85,40 @@ def crop_batch(
     return wavs[:, :max_samples], absolute / max_samples
 
 
+@torch.no_grad()
+def measure(
+    enhancer: nn.Module,
+    hook: MaskHook,
+    loss_fn: Callable[[MaskView], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    wavs: torch.Tensor,
+    lengths: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Per-utterance terms of ``loss_fn`` for one no-gradient pass of ``enhancer``.
+
+    Arguments
+    ---------
+    enhancer : torch.nn.Module
+        The enhancer (``enhance_batch(wavs, lengths)``).
+    hook : MaskHook
+        Its attached mask hook.
+    loss_fn : callable
+        Maps a :class:`~speechbrain_mpol.hooks.MaskView` to ``(loss, parts)``.
+    wavs, lengths : torch.Tensor
+        The batch.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        ``parts`` of the loss, ``[B]`` each.
+    """
+    enhancer.enhance_batch(wavs, lengths)
+    view = hook.view()
+    view.lengths = lengths
+    _, parts = loss_fn(view)
+    hook.clear()
+    return parts
+
+
 class Adapter(nn.Module):
     """Shared state and schedule of a test-time adaptation method; subclasses define the loss.
 
@@ -202,15 +236,9 @@ class Adapter(nn.Module):
         """The adaptation loss of one pass; defined by each method."""
         raise NotImplementedError
 
-    @torch.no_grad()
     def objective(self, wavs: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
         """The unsupervised loss terms per utterance with the current weights, no update."""
-        self.enhancer.enhance_batch(wavs, lengths)
-        view = self.hook.view()
-        view.lengths = lengths
-        _, parts = self.loss(view)
-        self.hook.clear()
-        return parts
+        return measure(self.enhancer, self.hook, self.loss, wavs, lengths)
 
     def backward_pass(self, wavs: torch.Tensor, lengths: torch.Tensor) -> bool:
         """One forward/backward of the adaptation loss on the crop; False if it was not finite."""
