@@ -205,21 +205,31 @@ def make_mixture(
     snr: float,
     rng: np.random.Generator,
     max_seconds: float | None = None,
+    level_dbfs: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Real speech + real noise at ``snr`` dB, peak-limited; returns (noisy, clean) float32."""
+    """Real speech + real noise at ``snr`` dB, peak-limited; returns (noisy, clean) float32.
+
+    With ``level_dbfs`` the mixture (and the reference, by the same factor) is first scaled
+    to that RMS level; otherwise the speech file's own level is kept.
+    """
     from speechbrain_mpol.audio import read_audio
-    from speechbrain_mpol.mixing import mix_at_snr, peak_normalize
+    from speechbrain_mpol.mixing import mix_at_snr, peak_normalize, rms
 
     speech = read_audio(speech_path, SAMPLE_RATE).numpy().astype(np.float64)
     if max_seconds is not None:
         speech = speech[: int(max_seconds * SAMPLE_RATE)]
     noise = read_audio(noise_path, SAMPLE_RATE).numpy().astype(np.float64)
     noisy, _ = mix_at_snr(speech, noise, snr, rng)
+    if level_dbfs is not None:
+        gain = 10.0 ** (level_dbfs / 20.0) / max(rms(noisy), 1e-12)
+        noisy, speech = noisy * gain, speech * gain
     noisy, speech = peak_normalize(noisy, speech)
     return noisy.astype(np.float32), speech.astype(np.float32)
 
 
-def evaluate(folders: dict[str, Path], audio_dir: str | os.PathLike) -> dict[str, dict]:
+def evaluate(
+    folders: dict[str, Path], audio_dir: str | os.PathLike, level_dbfs: float | None = None
+) -> dict[str, dict]:
     """Mean PESQ-WB / STOI / SI-SDR of noisy input and each model, per SNR and overall.
 
     Arguments
@@ -228,6 +238,8 @@ def evaluate(folders: dict[str, Path], audio_dir: str | os.PathLike) -> dict[str
         Output of :func:`prepare_gtcrn`.
     audio_dir : str or PathLike
         The shared audio folder (``speech/``, ``noise/``).
+    level_dbfs : float, optional
+        Scale every mixture to this RMS level (default: the speech files' own levels).
 
     Returns
     -------
@@ -246,7 +258,7 @@ def evaluate(folders: dict[str, Path], audio_dir: str | os.PathLike) -> dict[str
     for speech, noise, snr in itertools.product(EVAL_SPEECH, EVAL_NOISES, EVAL_SNRS):
         noisy, clean = make_mixture(
             audio_dir / "speech" / f"{speech}.wav", audio_dir / "noise" / f"{noise}.wav",
-            snr, rng, EVAL_SECONDS,
+            snr, rng, EVAL_SECONDS, level_dbfs,
         )
         row = {"snr": snr, "noisy": score(clean, noisy)}
         for name, enhancer in enhancers.items():
@@ -290,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="score noisy / VCTK / DNS3 on real speech + real noise")
     parser.add_argument("--audio_dir", default=str(REPO.parent / "shared" / "audio"),
                         help="shared audio folder used by --evaluate")
+    parser.add_argument("--level_dbfs", type=float, default=None,
+                        help="--evaluate: scale each mixture to this RMS level (dBFS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
@@ -297,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, folder in folders.items():
         print(f"{name}: {folder}")
     if args.evaluate:
-        print_summary(evaluate(folders, args.audio_dir))
+        print_summary(evaluate(folders, args.audio_dir, args.level_dbfs))
 
 
 if __name__ == "__main__":
