@@ -48,7 +48,7 @@ from adapt import load_model  # noqa: E402
 from speechbrain_mpol.adapter import MPolObjective, measure  # noqa: E402
 from speechbrain_mpol.audio import read_audio  # noqa: E402
 from speechbrain_mpol.brain import write_rows  # noqa: E402
-from speechbrain_mpol.hooks import attach_hook  # noqa: E402
+from speechbrain_mpol.hooks import attach_hook, run_enhancer  # noqa: E402
 from speechbrain_mpol.metrics import evaluate_pair, paired_bootstrap_ci  # noqa: E402
 from speechbrain_mpol.objective import REFERENCES, reference_gain, wasserstein_1d  # noqa: E402
 
@@ -78,11 +78,11 @@ def load_shift(manifest: Path, sample_rate: int, limit: int | None) -> list[dict
 def mask_statistics(enhancer, hook, objective: MPolObjective, noisy, clean) -> dict:
     """Source-model diagnostics of one utterance, and the value arrays for histograms."""
     ones = torch.ones(1)
-    enhancer.enhance_batch(noisy[None], ones)
+    run_enhancer(enhancer, noisy[None], ones)
     view = hook.view()
     view.lengths = ones
     gain = view.linear_gain()
-    enhancer.enhance_batch(clean[None], ones)
+    run_enhancer(enhancer, clean[None], ones)
     clean_mag = hook.view().noisy  # the same analysis applied to the clean reference
     hook.clear()
     oracle = (clean_mag / view.noisy.clamp(min=1e-8)).clamp(0.0, 1.0)
@@ -104,7 +104,7 @@ def mask_statistics(enhancer, hook, objective: MPolObjective, noisy, clean) -> d
 @torch.no_grad()
 def mask_values(enhancer, hook, noisy) -> np.ndarray:
     """Flat linear-gain mask values of one utterance with the current weights."""
-    enhancer.enhance_batch(noisy[None], torch.ones(1))
+    run_enhancer(enhancer, noisy[None], torch.ones(1))
     values = hook.view().linear_gain().flatten().numpy()
     hook.clear()
     return values

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from speechbrain_mpol.hooks import MaskHook, MaskView
+from speechbrain_mpol.hooks import MaskHook, MaskView, run_enhancer
 from speechbrain_mpol.objective import reference_gain, sign_penalty, wasserstein_1d
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ def measure(
     loss_fn: Callable[[MaskView], tuple[torch.Tensor, dict[str, torch.Tensor]]],
     wavs: torch.Tensor,
     lengths: torch.Tensor,
+    sample_rate: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-utterance terms of ``loss_fn`` for one no-gradient pass of ``enhancer``.
 
@@ -105,13 +106,15 @@ def measure(
         Maps a :class:`~speechbrain_mpol.hooks.MaskView` to ``(loss, parts)``.
     wavs, lengths : torch.Tensor
         The batch.
+    sample_rate : int, optional
+        Rate of ``wavs`` (resampled to the model's if it differs).
 
     Returns
     -------
     dict of str to torch.Tensor
         ``parts`` of the loss, ``[B]`` each.
     """
-    enhancer.enhance_batch(wavs, lengths)
+    run_enhancer(enhancer, wavs, lengths, sample_rate)
     view = hook.view()
     view.lengths = lengths
     _, parts = loss_fn(view)
@@ -173,6 +176,7 @@ class Adapter(nn.Module):
         self.accumulation = max(1, int(accumulation))
         self.clip_grad_norm = clip_grad_norm
         self.source_pull = float(source_pull)
+        self.sample_rate = int(sample_rate)
         self.crop_samples = None if crop_seconds is None else int(crop_seconds * sample_rate)
         self.opt_class = opt_class or (lambda p: torch.optim.AdamW(p, lr=5e-4))
 
@@ -216,7 +220,7 @@ class Adapter(nn.Module):
     def predict(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Enhance with the current weights, no gradient."""
         self.counts["forward"] += 1
-        out = self.enhancer.enhance_batch(wavs, lengths)
+        out = run_enhancer(self.enhancer, wavs, lengths, self.sample_rate)
         self.hook.clear()
         return out
 
@@ -226,7 +230,7 @@ class Adapter(nn.Module):
         current = copy.deepcopy(self.model.state_dict())
         self.model.load_state_dict(self.source_state)
         try:
-            out = self.enhancer.enhance_batch(wavs, lengths)
+            out = run_enhancer(self.enhancer, wavs, lengths, self.sample_rate)
         finally:
             self.model.load_state_dict(current)
             self.hook.clear()
@@ -238,13 +242,13 @@ class Adapter(nn.Module):
 
     def objective(self, wavs: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
         """The unsupervised loss terms per utterance with the current weights, no update."""
-        return measure(self.enhancer, self.hook, self.loss, wavs, lengths)
+        return measure(self.enhancer, self.hook, self.loss, wavs, lengths, self.sample_rate)
 
     def backward_pass(self, wavs: torch.Tensor, lengths: torch.Tensor) -> bool:
         """One forward/backward of the adaptation loss on the crop; False if it was not finite."""
         wavs, lengths = crop_batch(wavs, lengths, self.crop_samples)
         with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
-            self.enhancer.enhance_batch(wavs, lengths)
+            run_enhancer(self.enhancer, wavs, lengths, self.sample_rate)
             view = self.hook.view()
             view.lengths = lengths
             loss, parts = self.loss(view)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torchaudio
 from torch import nn
 
 #: Floor that keeps gains finite on silent bins.
@@ -180,10 +181,70 @@ class ComplexMaskHook(MaskHook):
         )
 
 
-#: Which hook and which submodule to use, by the ``model_type`` name of the YAML files.
-HOOKS: dict[str, tuple[type[MaskHook], str]] = {
-    "metricgan": (MetricGANMaskHook, "enhance_model"),
-    "gtcrn": (ComplexMaskHook, "enhance_model.mask"),
+class SepformerMaskHook(MaskHook):
+    """Hooks on SepFormer's ``masknet`` and ``encoder`` (``SepformerSeparation``).
+
+    The encoder (Conv1d + ReLU) gives a non-negative mixture representation ``[B, N, L]``;
+    the masknet returns ``[n_spk, B, N, L]`` (ReLU, so never negative); the decoder turns
+    ``mask * encoded`` back into a waveform. MPol applies in this encoder domain: frames are
+    encoder frames, bins are the N encoder channels, the enhanced "magnitude" is
+    ``mask * encoded``. The first output source is the speech estimate of an enhancement model.
+
+    Arguments
+    ---------
+    masknet : torch.nn.Module
+        The mask network.
+    encoder : torch.nn.Module
+        The encoder whose output the mask multiplies.
+    """
+
+    def __init__(self, masknet: nn.Module, encoder: nn.Module):
+        super().__init__(masknet)
+        self.encoded = None
+        self._encoder_handle = encoder.register_forward_hook(self._capture_encoder)
+
+    def _capture_encoder(self, module, args, output):
+        self.encoded = output
+
+    def clear(self) -> None:
+        """Drop the captured tensors."""
+        super().clear()
+        self.encoded = None
+
+    def remove(self) -> None:
+        """Detach both hooks."""
+        self._encoder_handle.remove()
+        super().remove()
+
+    def view(self) -> MaskView:
+        """The mask view of the last separation, for the first source."""
+        self._require_capture()
+        mask = self.output[0].transpose(1, 2)  # [B, L, N]
+        noisy = self.encoded.detach().transpose(1, 2)
+        return MaskView(
+            mask=mask,
+            noisy=noisy,
+            enhanced=mask * noisy,
+            lengths=None,
+            to_linear=_identity,
+            from_linear=_identity,
+        )
+
+
+def _submodule(mods: nn.Module, path: str) -> nn.Module:
+    module = mods
+    for part in path.split("."):
+        module = module[part] if isinstance(module, nn.ModuleDict) else getattr(module, part)
+    return module
+
+
+#: How to attach each kind of model's hook, by the ``model_type`` name of the YAML files.
+HOOKS: dict[str, Callable[[nn.Module], MaskHook]] = {
+    "metricgan": lambda mods: MetricGANMaskHook(_submodule(mods, "enhance_model")),
+    "gtcrn": lambda mods: ComplexMaskHook(_submodule(mods, "enhance_model.mask")),
+    "sepformer": lambda mods: SepformerMaskHook(
+        _submodule(mods, "masknet"), _submodule(mods, "encoder")
+    ),
 }
 
 
@@ -195,7 +256,7 @@ def attach_hook(enhancer: nn.Module, model_type: str) -> MaskHook:
     enhancer : speechbrain.inference.interfaces.Pretrained
         The loaded enhancer (its ``mods`` hold the network).
     model_type : str
-        A key of :data:`HOOKS`.
+        A key of :data:`HOOKS`: ``metricgan``, ``gtcrn`` or ``sepformer``.
 
     Returns
     -------
@@ -204,8 +265,57 @@ def attach_hook(enhancer: nn.Module, model_type: str) -> MaskHook:
     """
     if model_type not in HOOKS:
         raise ValueError(f"unknown model_type {model_type!r}; choose one of {sorted(HOOKS)}")
-    hook_class, path = HOOKS[model_type]
-    module = enhancer.mods
-    for part in path.split("."):
-        module = module[part] if isinstance(module, nn.ModuleDict) else getattr(module, part)
-    return hook_class(module)
+    return HOOKS[model_type](enhancer.mods)
+
+
+def model_sample_rate(enhancer: nn.Module) -> int | None:
+    """The sample rate a pretrained enhancer declares in its hyperparameters, if any."""
+    hparams = getattr(enhancer, "hparams", None)
+    rate = getattr(hparams, "sample_rate", None) if hparams is not None else None
+    return int(rate) if rate else None
+
+
+def run_enhancer(
+    enhancer: nn.Module,
+    wavs: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    sample_rate: int | None = None,
+) -> torch.Tensor:
+    """Enhance ``wavs`` ``[B, samples]`` with any supported SpeechBrain interface.
+
+    ``enhance_batch`` (SpectralMaskEnhancement, GTCRNEnhancement) or ``separate_batch``
+    (SepformerSeparation; its first source is the speech estimate). If the model declares a
+    sample rate other than ``sample_rate`` (e.g. an 8 kHz SepFormer), the audio is resampled
+    in and out, so the caller never has to; the output has the input's shape.
+
+    Arguments
+    ---------
+    enhancer : torch.nn.Module
+        The pretrained interface.
+    wavs : torch.Tensor
+        Noisy waveforms ``[B, samples]``.
+    lengths : torch.Tensor, optional
+        Relative lengths ``[B]``.
+    sample_rate : int, optional
+        Rate of ``wavs``; None means the model's own.
+
+    Returns
+    -------
+    torch.Tensor
+        Enhanced waveforms ``[B, samples]``.
+    """
+    model_rate = model_sample_rate(enhancer)
+    resample = sample_rate is not None and model_rate is not None and model_rate != sample_rate
+    x = torchaudio.functional.resample(wavs, sample_rate, model_rate) if resample else wavs
+    if hasattr(enhancer, "enhance_batch"):
+        out = enhancer.enhance_batch(x, lengths)
+    elif hasattr(enhancer, "separate_batch"):
+        out = enhancer.separate_batch(x)[..., 0]
+    else:
+        raise TypeError(f"{type(enhancer).__name__} has neither enhance_batch nor separate_batch")
+    if resample:
+        out = torchaudio.functional.resample(out, model_rate, sample_rate)
+    samples = wavs.shape[1]
+    if out.shape[1] < samples:
+        out = torch.nn.functional.pad(out, (0, samples - out.shape[1]))
+    return out[:, :samples]

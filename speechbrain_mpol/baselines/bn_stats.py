@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from speechbrain_mpol.adapter import Adapter
-from speechbrain_mpol.hooks import MaskHook
+from speechbrain_mpol.hooks import MaskHook, run_enhancer
 
 
 class BNStatsAdapter(Adapter):
@@ -57,7 +57,7 @@ class BNStatsAdapter(Adapter):
             m.momentum = self.momentum
             m.train()
         try:
-            self.enhancer.enhance_batch(wavs, lengths)
+            run_enhancer(self.enhancer, wavs, lengths, self.sample_rate)
             self.counts["forward"] += 1
             self.counts["updates"] += 1
         finally:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from speechbrain_mpol.adapter import Adapter, crop_batch
-from speechbrain_mpol.hooks import MaskHook
+from speechbrain_mpol.hooks import MaskHook, run_enhancer
 
 
 def neg_si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -90,7 +90,7 @@ class RemixITAdapter(Adapter):
         student = copy.deepcopy(self.model.state_dict())
         self.model.load_state_dict(self.teacher_state)
         try:
-            speech = self.enhancer.enhance_batch(wavs, lengths)
+            speech = run_enhancer(self.enhancer, wavs, lengths, self.sample_rate)
         finally:
             self.model.load_state_dict(student)
             self.hook.clear()
@@ -122,7 +122,7 @@ class RemixITAdapter(Adapter):
         remix = speech + noise[perm.to(noise.device)]
         lengths = torch.ones(remix.shape[0], device=remix.device)
         with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
-            estimate = self.enhancer.enhance_batch(remix, lengths)
+            estimate = run_enhancer(self.enhancer, remix, lengths, self.sample_rate)
             loss = neg_si_sdr(estimate, speech).mean()
             self.counts["forward"] += 1
             self.hook.clear()
