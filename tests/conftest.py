@@ -45,3 +45,60 @@ def build_metricgan_enhancer(seed: int = 0):
 @pytest.fixture
 def metricgan_enhancer():
     return build_metricgan_enhancer()
+
+
+def metricgan_folder() -> Path:
+    """SpeechBrain's real MetricGAN+ weights when present in ../shared, else the project's own."""
+    for folder in (SHARED / "models" / "metricgan-plus-voicebank",
+                   REPO / "pretrained" / "metricgan_source"):
+        if (folder / "hyperparams.yaml").is_file():
+            return folder
+    raise FileNotFoundError("no MetricGAN+ weights: neither ../shared/models/"
+                            "metricgan-plus-voicebank nor pretrained/metricgan_source")
+
+
+@pytest.fixture
+def real_metricgan(tmp_path):
+    """The real SpectralMaskEnhancement with real trained weights, loaded by from_hparams."""
+    from speechbrain.inference.enhancement import SpectralMaskEnhancement
+
+    folder = metricgan_folder()
+    return SpectralMaskEnhancement.from_hparams(source=str(folder), savedir=str(tmp_path / "mg"))
+
+
+@pytest.fixture(scope="session")
+def gtcrn_folders(tmp_path_factory):
+    """pretrained folders gtcrn-vctk / gtcrn-dns3 built from ../shared/models/gtcrn."""
+    import sys
+
+    shared = SHARED / "models" / "gtcrn"
+    if not (shared / "model_trained_on_vctk.tar").is_file():
+        pytest.skip(f"GTCRN checkpoints not found in {shared}")
+    sys.path.insert(0, str(REPO / "recipes"))
+    from prepare_gtcrn import prepare_gtcrn
+
+    return prepare_gtcrn(shared, tmp_path_factory.mktemp("gtcrn"))
+
+
+@pytest.fixture
+def real_gtcrn(gtcrn_folders):
+    from speechbrain_mpol.models.interfaces import GTCRNEnhancement
+
+    return GTCRNEnhancement.from_hparams(source=str(gtcrn_folders["gtcrn-vctk"]))
+
+
+def real_mixture(shared_audio: Path, snr: float = 5.0, seconds: float = 3.0, seed: int = 0,
+                 speech: str = "timit_spk1_snt1.wav", noise: str = "noise1.wav"):
+    """A real speech + real noise mixture: (noisy, clean) float32 tensors at 16 kHz."""
+    import numpy as np
+
+    from speechbrain_mpol.audio import read_audio
+    from speechbrain_mpol.mixing import mix_at_snr, peak_normalize
+
+    rng = np.random.default_rng(seed)
+    clean = read_audio(shared_audio / "speech" / speech, 16000).numpy()[: int(seconds * 16000)]
+    clean = 0.5 * clean / np.abs(clean).max()
+    noise_wav = read_audio(shared_audio / "noise" / noise, 16000).numpy()
+    noisy, _ = mix_at_snr(clean, noise_wav, snr, rng)
+    noisy, clean = peak_normalize(noisy, clean)
+    return torch.from_numpy(noisy).float(), torch.from_numpy(clean).float()
