@@ -149,6 +149,11 @@ class Adapter(nn.Module):
         Length of the adaptation pass's crop of each utterance.
     sample_rate : int
         Sample rate of the waveforms.
+    rollback_threshold : float or None
+        Continual-mode guard: before each update, the loss under the current weights is
+        compared with the loss under the source weights on the same crop; if it is more than
+        ``(1 + rollback_threshold)`` times larger, the update is dropped and the weights roll
+        back to the last good state (counted as ``rollbacks``). None disables the guard.
     """
 
     def __init__(
@@ -164,6 +169,7 @@ class Adapter(nn.Module):
         source_pull: float = 0.2,
         crop_seconds: float | None = 4.0,
         sample_rate: int = 16000,
+        rollback_threshold: float | None = None,
     ):
         super().__init__()
         if mode not in ("continual", "episodic"):
@@ -188,6 +194,8 @@ class Adapter(nn.Module):
             p.requires_grad_(True)
         self.model.eval()
         self.source_state = copy.deepcopy(self.model.state_dict())
+        self.good_state = self.source_state
+        self.rollback_threshold = rollback_threshold
         self.optimizer = self._new_optimizer()
         self.pending = 0  # utterances accumulated since the last update
         self.counts: Counter = Counter()
@@ -200,11 +208,35 @@ class Adapter(nn.Module):
 
     def reset(self) -> None:
         """Restore the source weights and a fresh optimizer (bit for bit)."""
-        self.model.load_state_dict(self.source_state)
+        self.restore(self.source_state)
+        self.good_state = self.source_state
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        """Load ``state``, drop gradients and start a fresh optimizer."""
+        self.model.load_state_dict(state)
         self.optimizer = self._new_optimizer()
         self.pending = 0
         for _, p in self.named_params:
             p.grad = None
+
+    @torch.no_grad()
+    def drifted(self, wavs: torch.Tensor, lengths: torch.Tensor) -> bool:
+        """True if the current weights' loss on this crop exceeds the source's by the threshold."""
+        wavs, lengths = crop_batch(wavs, lengths, self.crop_samples)
+        current = float(self.loss_terms(wavs, lengths).mean())
+        weights = copy.deepcopy(self.model.state_dict())
+        self.model.load_state_dict(self.source_state)
+        try:
+            source = float(self.loss_terms(wavs, lengths).mean())
+        finally:
+            self.model.load_state_dict(weights)
+        self.counts["forward"] += 2
+        return current > (1.0 + self.rollback_threshold) * source
+
+    def loss_terms(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Per-utterance adaptation loss ``[B]`` with the current weights, no gradient."""
+        parts = self.objective(wavs, lengths)
+        return sum(parts.values())
 
     @torch.no_grad()
     def pull_to_source(self) -> None:
@@ -307,8 +339,14 @@ class Adapter(nn.Module):
         if self.backward_pass(wavs, lengths):
             self.pending += wavs.shape[0]
         if self.pending >= self.accumulation:
-            self.update()
-            self.pull_to_source()
+            if self.rollback_threshold is not None and self.drifted(wavs, lengths):
+                self.counts["rollbacks"] += 1
+                self.restore(self.good_state)
+            else:
+                self.update()
+                self.pull_to_source()
+                if self.rollback_threshold is not None:
+                    self.good_state = copy.deepcopy(self.model.state_dict())
             self.pending = 0
         return out
 

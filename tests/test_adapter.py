@@ -128,3 +128,22 @@ def test_crop_batch_keeps_short_utterances():
     wavs, lens = crop_batch(torch.zeros(2, 1000), torch.tensor([1.0, 0.2]), 400)
     assert wavs.shape == (2, 400)
     assert lens.tolist() == pytest.approx([1.0, 0.5])
+
+
+def test_rollback_guard_restores_last_good_weights(metricgan_enhancer):
+    adapter = make_adapter(metricgan_enhancer, accumulation=1, rollback_threshold=0.0,
+                           source_pull=0.0)
+    weight = metricgan_enhancer.mods.enhance_model.linear2.weight
+    source = weight.detach().clone()
+    with torch.no_grad():  # sabotage: push the weights far from anything sensible
+        weight.mul_(40.0)
+    adapter(noisy_batch(), torch.ones(1))
+    assert adapter.counts["rollbacks"] == 1
+    assert torch.equal(weight.detach(), source)  # the last good state is the source here
+
+
+def test_rollback_guard_keeps_improving_updates(metricgan_enhancer):
+    adapter = make_adapter(metricgan_enhancer, accumulation=1, rollback_threshold=10.0)
+    for i in range(3):
+        adapter(noisy_batch(seed=i), torch.ones(1))
+    assert adapter.counts["rollbacks"] == 0 and adapter.counts["updates"] == 3
