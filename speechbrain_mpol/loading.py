@@ -10,10 +10,28 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+#: Host and timeout of the quick check that spares offline users the hub client's retries.
+HUB_HOST, HUB_TIMEOUT = "huggingface.co", 3.0
+
+
+def hub_reachable(host: str = HUB_HOST, timeout: float = HUB_TIMEOUT) -> bool:
+    """True if a TCP connection to the HuggingFace hub opens within ``timeout`` seconds.
+
+    ``HF_HUB_OFFLINE=1`` counts as unreachable without trying.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def is_local(source: str | os.PathLike) -> bool:
@@ -60,6 +78,11 @@ def load_enhancer(
             tried.append(f"{candidate} (no hyperparams.yaml there)")
             continue
         target = candidate if local else savedir
+        if not local and not is_local(savedir) and not hub_reachable():
+            # SpeechBrain would retry the hub for ~20 s before failing; say it at once.
+            tried.append(f"{candidate} (hub unreachable and nothing in savedir {savedir})")
+            logger.warning("hub unreachable; %s not in %s", candidate, savedir)
+            continue
         try:
             enhancer = interface.from_hparams(
                 source=candidate, savedir=str(target), run_opts=run_opts
