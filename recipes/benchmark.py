@@ -7,11 +7,11 @@ Usage::
     python recipes/benchmark.py hparams/benchmark.yaml --max_per_shift=4 \
         --methods_to_run=[source,mpol_default]
 
-For each model (YAML ``models``), each shifted test set built by ``recipes/prepare_shifts.py``
-(``split``/``shifts``) and each method (``methods``: Source, MPol variants, baselines), the
-utterances of a shift are streamed through the method, starting from the source weights (a
-shift is one domain), and scored (PESQ-WB, STOI, ESTOI, SI-SDR, CSIG/CBAK/COVL). Written to
-``output_folder``:
+For each model (YAML ``models``) and each method (``methods``: Source, MPol variants,
+baselines), the utterances of all shifted test sets built by ``recipes/prepare_shifts.py``
+(``split``/``shifts``) are streamed through the method as one seeded, shuffled stream starting
+from the source weights (continual adaptation needs more than one small set), and scored
+(PESQ-WB, STOI, ESTOI, SI-SDR, CSIG/CBAK/COVL). Written to ``output_folder``:
 
 - ``benchmark.csv``: one row per model x shift x method x utterance, with the MPol objective
   (W1 to the reference) under the source weights and after adaptation;
@@ -57,6 +57,17 @@ logger = logging.getLogger(__name__)
 METRICS = ("pesq", "stoi", "estoi", "si_sdr", "csig", "cbak", "covl")
 
 
+def build_stream(data: dict[str, list[dict]], seed: int = 0) -> list[dict]:
+    """All shifted sets as one shuffled stream (what a deployed enhancer meets).
+
+    Continual adaptation needs a stream longer than one small set (the authors accumulate
+    gradients over 8 utterances); each row keeps its ``shift`` so results are read per shift.
+    """
+    stream = [{**item, "shift": shift} for shift, items in data.items() for item in items]
+    order = np.random.default_rng(seed).permutation(len(stream))
+    return [stream[i] for i in order]
+
+
 def load_shift(manifest: Path, sample_rate: int, limit: int | None) -> list[dict]:
     """Read the utterances of one shifted set: ``[{"id", "noisy", "clean"}]``."""
     items = []
@@ -64,7 +75,7 @@ def load_shift(manifest: Path, sample_rate: int, limit: int | None) -> list[dict
         for row in csv.DictReader(handle):
             items.append(
                 {
-                    "id": row["ID"],
+                    "id": f"{manifest.stem}/{row['ID']}",
                     "noisy": read_audio(row["noisy_wav"], sample_rate),
                     "clean": read_audio(row["clean_wav"], sample_rate, allow_silent=True),
                 }
@@ -234,65 +245,70 @@ def main(argv: list[str]) -> list[dict]:
     objective = hparams["objective"]
     rows, diagnostics, costs, noisy_means = [], [], [], {}
     wanted = hparams.get("methods_to_run") or list(hparams["methods"])
+    data = {shift: load_shift(manifests[(hparams["split"], shift)], rate,
+                              hparams.get("max_per_shift")) for shift in hparams["shifts"]}
+    stream = build_stream(data, hparams.get("stream_seed", 0))
     for model_name, model_cfg in hparams["models"].items():
         model_hp = {**hparams, **model_cfg}
         methods = [m for m in wanted if m in model_cfg.get("methods", wanted)]
-        for shift in hparams["shifts"]:
-            items = load_shift(manifests[(hparams["split"], shift)], rate,
-                               hparams.get("max_per_shift"))
+        enhancer = load_model(model_hp, run_opts)
+        hook = attach_hook(enhancer, model_cfg["model_type"])
+        histograms = {}
+        for shift, items in data.items():
             noisy_scores = [evaluate_pair(i["clean"].numpy(), i["noisy"].numpy(), rate, False)
                             for i in items]
             noisy_means[(model_name, shift)] = {
                 k: float(np.nanmean([s[k] for s in noisy_scores])) for k in METRICS[:4]
             }
-            enhancer = load_model(model_hp, run_opts)
-            hook = attach_hook(enhancer, model_cfg["model_type"])
             diag = [mask_statistics(enhancer, hook, objective, i["noisy"], i["clean"])
                     for i in items]
             stats = {k: float(np.mean([d["stats"][k] for d in diag])) for k in diag[0]["stats"]}
             diagnostics.append({"model": model_name, "shift": shift, **stats})
-            source_w1 = [float(measure(enhancer, hook, objective, i["noisy"][None],
-                                       torch.ones(1))["w1"][0]) for i in items]
-            histograms = dict(diag[0]["values"])
-            for method in methods:
-                enhancer = load_model(model_hp, run_opts)
-                hook = attach_hook(enhancer, model_cfg["model_type"])
-                options = dict(model_cfg.get("method_options", {}).get(method, {}))
-                try:
-                    adapter = hparams["methods"][method](
-                        enhancer=enhancer, hook=hook, params=model_cfg["params"],
-                        sample_rate=rate, **options,
-                    )
-                except ValueError as err:  # e.g. BN statistics on a model without BatchNorm
-                    logger.warning("%s / %s: not applicable (%s)", model_name, method, err)
-                    continue
-                stream_rows, cost = run_stream(adapter, objective, items, rate,
-                                               hparams.get("composite", True))
-                for r, w1 in zip(stream_rows, source_w1, strict=True):
-                    r.update({"model": model_name, "shift": shift, "method": method,
-                              "w1_source": w1})
-                rows.extend(stream_rows)
-                counts = copy.copy(adapter.counts)
-                costs.append({
-                    "model": model_name, "shift": shift, "method": method,
-                    "audio_seconds": cost["audio_seconds"],
-                    "wall_per_audio_second": cost["wall_seconds"] / cost["audio_seconds"],
-                    "forward_per_audio_second": counts["forward"] / cost["audio_seconds"],
-                    "backward_per_audio_second": counts["backward"] / cost["audio_seconds"],
-                    "updates": counts["updates"],
-                    "skipped_nonfinite": counts["skipped_nonfinite"],
-                })
-                if method in hparams.get("histogram_methods", []):
-                    histograms[f"adapted mask ({method})"] = mask_values(
+            histograms[shift] = dict(diag[0]["values"])
+        source_w1 = {i["id"]: float(measure(enhancer, hook, objective, i["noisy"][None],
+                                            torch.ones(1))["w1"][0]) for i in stream}
+        for method in methods:
+            enhancer = load_model(model_hp, run_opts)
+            hook = attach_hook(enhancer, model_cfg["model_type"])
+            options = dict(model_cfg.get("method_options", {}).get(method, {}))
+            try:
+                adapter = hparams["methods"][method](
+                    enhancer=enhancer, hook=hook, params=model_cfg["params"],
+                    sample_rate=rate, **options,
+                )
+            except ValueError as err:  # e.g. BN statistics on a model without BatchNorm
+                logger.warning("%s / %s: not applicable (%s)", model_name, method, err)
+                continue
+            stream_rows, cost = run_stream(adapter, objective, stream, rate,
+                                           hparams.get("composite", True))
+            for r, item in zip(stream_rows, stream, strict=True):
+                r.update({"model": model_name, "shift": item["shift"], "method": method,
+                          "w1_source": source_w1[item["id"]]})
+            rows.extend(stream_rows)
+            counts = copy.copy(adapter.counts)
+            costs.append({
+                "model": model_name, "method": method,
+                "audio_seconds": cost["audio_seconds"],
+                "wall_per_audio_second": cost["wall_seconds"] / cost["audio_seconds"],
+                "forward_per_audio_second": counts["forward"] / cost["audio_seconds"],
+                "backward_per_audio_second": counts["backward"] / cost["audio_seconds"],
+                "updates": counts["updates"],
+                "rollbacks": counts["rollbacks"],
+                "skipped_nonfinite": counts["skipped_nonfinite"],
+            })
+            if method in hparams.get("histogram_methods", []):
+                for shift, items in data.items():
+                    histograms[shift][f"adapted mask ({method})"] = mask_values(
                         enhancer, hook, items[0]["noisy"])
-                logger.info("%s / %s / %s: PESQ %.3f", model_name, shift, method,
-                            np.nanmean([r["pesq"] for r in stream_rows]))
-            if hparams.get("plots", True):
-                from speechbrain_mpol.plots import plot_mask_histograms
-
-                plot_mask_histograms(histograms, out / f"fig_{model_name}_{shift}_hist.png",
-                                     f"{model_name}, {shift}: {items[0]['id']}")
+            logger.info("%s / %s: PESQ %.3f", model_name, method,
+                        np.nanmean([r["pesq"] for r in stream_rows]))
             write_rows(out / "benchmark.csv", rows)  # progress survives an interruption
+        if hparams.get("plots", True):
+            from speechbrain_mpol.plots import plot_mask_histograms
+
+            for shift, values in histograms.items():
+                plot_mask_histograms(values, out / f"fig_{model_name}_{shift}_hist.png",
+                                     f"{model_name}, {shift}: {data[shift][0]['id']}")
     table = summarize(rows)
     write_rows(out / "benchmark.csv", rows)
     write_rows(out / "summary.csv", table)
