@@ -238,6 +238,33 @@ class Adapter(nn.Module):
         parts = self.objective(wavs, lengths)
         return sum(parts.values())
 
+    def resume_state(self) -> dict:
+        """Everything a continual stream carries from one utterance to the next.
+
+        Weights, optimizer state, accumulated gradients, counters and the last good state:
+        restoring it with :meth:`load_resume_state` continues the stream exactly.
+        """
+        return {
+            "model": copy.deepcopy(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer else None,
+            "grads": {n: p.grad.detach().clone() for n, p in self.named_params
+                      if p.grad is not None},
+            "pending": self.pending,
+            "counts": dict(self.counts),
+            "good_state": None if self.good_state is self.source_state else self.good_state,
+        }
+
+    def load_resume_state(self, state: dict) -> None:
+        """Continue a stream from :meth:`resume_state`."""
+        self.model.load_state_dict(state["model"])
+        if self.optimizer is not None and state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        for name, p in self.named_params:
+            p.grad = state["grads"].get(name)
+        self.pending = state["pending"]
+        self.counts = Counter(state["counts"])
+        self.good_state = state["good_state"] or self.source_state
+
     @torch.no_grad()
     def pull_to_source(self) -> None:
         """Move every floating-point weight ``source_pull`` of the way back to the source."""

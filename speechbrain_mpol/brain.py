@@ -95,18 +95,47 @@ class MPolBrain(sb.Brain):
     """
 
     def on_evaluate_start(self, max_key=None, min_key=None):
-        """Prepare the output folders (no checkpoint to recover: the adapter starts at source)."""
+        """Prepare the output folders; resume from ``progress.pt`` if a run was interrupted."""
         self.out_dir = Path(self.hparams.output_folder)
         self.wav_dir = self.out_dir / "enhanced"
         self.wav_dir.mkdir(parents=True, exist_ok=True)
+        self.progress_file = self.out_dir / "progress.pt"
         self.rows: list[dict] = []
-        self.start_time = time.time()
         self.audio_seconds = 0.0
+        self.elapsed = 0.0
+        if getattr(self.hparams, "resume", True) and self.progress_file.is_file():
+            progress = torch.load(self.progress_file, weights_only=True)
+            self.rows = progress["rows"]
+            self.audio_seconds = progress["audio_seconds"]
+            self.elapsed = progress["elapsed"]
+            self.modules.adapter.load_resume_state(progress["adapter"])
+            logger.info("resuming after %d finished utterances", len(self.rows))
+        self.done = {row["ID"] for row in self.rows}
+        self.start_time = time.time()
 
     def evaluate_batch(self, batch, stage):
-        """Enhance and adapt (gradients are turned on inside the adapter), then score."""
+        """Enhance and adapt (gradients are turned on inside the adapter), then score.
+
+        Batches whose utterances all finished in an interrupted run are skipped.
+        """
+        if all(uid in self.done for uid in batch.id):
+            return torch.tensor(0.0)
         out = self.compute_forward(batch, stage)
-        return self.compute_objectives(out, batch, stage)
+        loss = self.compute_objectives(out, batch, stage)
+        self.save_progress()
+        return loss
+
+    def save_progress(self) -> None:
+        """Atomically record finished rows and the adapter's stream state."""
+        progress = {
+            "rows": self.rows,
+            "audio_seconds": self.audio_seconds,
+            "elapsed": self.elapsed + time.time() - self.start_time,
+            "adapter": self.modules.adapter.resume_state(),
+        }
+        tmp = self.progress_file.with_suffix(".pt.tmp")
+        torch.save(progress, tmp)
+        os.replace(tmp, self.progress_file)
 
     def compute_forward(self, batch, stage):
         """Enhance the batch with the adapter (adapting on it); optionally with the source."""
@@ -162,6 +191,7 @@ class MPolBrain(sb.Brain):
         tmp.write_text(json.dumps(summary, indent=2))
         os.replace(tmp, self.out_dir / "summary.json")
         self.summary = summary
+        self.progress_file.unlink(missing_ok=True)  # complete: a rerun starts afresh
         logger.info("summary: %s", json.dumps(summary))
         print(format_summary(summary))
         if getattr(self.hparams, "plots", True) and self.rows:
@@ -172,7 +202,7 @@ class MPolBrain(sb.Brain):
     def summarize(self) -> dict:
         """Means per system, paired differences against the source, run statistics."""
         adapter = self.modules.adapter
-        wall = time.time() - self.start_time
+        wall = self.elapsed + time.time() - self.start_time
         summary: dict = {
             "utterances": len(self.rows),
             "audio_seconds": round(self.audio_seconds, 2),

@@ -1,0 +1,67 @@
+"""A killed continual run, restarted with the same command, gives the uninterrupted results."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .conftest import REPO, SHARED, metricgan_folder, real_mixture
+
+
+def _make_set(folder, shared_audio, n=8):
+    folder.mkdir()
+    noises = ["noise1.wav", "noise2.wav", "noise3.wav", "noise4.wav"]
+    for i in range(n):
+        noisy, _ = real_mixture(shared_audio, snr=5.0, seconds=1.5, seed=i,
+                                noise=noises[i % len(noises)])
+        sf.write(folder / f"utt{i}.wav", noisy.numpy(), 16000)
+
+
+def _command(data, out):
+    return [sys.executable, str(REPO / "recipes" / "adapt.py"),
+            str(REPO / "hparams" / "mpol_voicebank.yaml"), f"--data_folder={data}",
+            f"--output_folder={out}", f"--shared_folder={SHARED}", "--accumulation=2",
+            "--mode=continual", "--compare_to_source=False", "--plots=False",
+            "--model_source=pretrained/metricgan_source"]
+
+
+def _results(out):
+    with open(out / "results.csv") as handle:
+        return handle.read()
+
+
+def test_killed_run_resumes_to_identical_results(tmp_path, shared_audio):
+    metricgan_folder()
+    data = tmp_path / "in"
+    _make_set(data, shared_audio)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    subprocess.run(_command(data, full), check=True, cwd=REPO, env=env, capture_output=True)
+
+    part = tmp_path / "part"
+    proc = subprocess.Popen(_command(data, part), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = part / "progress.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if progress.is_file() and len(torch.load(progress, weights_only=True)["rows"]) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(torch.load(progress, weights_only=True)["rows"])
+    assert 3 <= done < 8, "the run must be killed midway"
+    assert not list(part.rglob("*.tmp")), "no half-written file may remain"
+
+    subprocess.run(_command(data, part), check=True, cwd=REPO, env=env, capture_output=True)
+    assert _results(part) == _results(full)
+    assert not progress.exists()
+    for name in sorted(p.name for p in (full / "enhanced").iterdir()):
+        a = sf.read(full / "enhanced" / name)[0]
+        b = sf.read(part / "enhanced" / name)[0]
+        assert np.array_equal(a, b), name
