@@ -6,6 +6,7 @@ import torch
 from scipy.stats import wasserstein_distance
 
 from speechbrain_mpol.objective import (
+    decision_directed_gain,
     frame_mask,
     mpol_loss,
     noise_estimate,
@@ -84,7 +85,7 @@ def test_noise_estimate_short_utterance_uses_all_valid_frames():
     assert float(est) == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("name", ["self", "noisy_wiener"])
+@pytest.mark.parametrize("name", ["self", "noisy_wiener", "decision_directed"])
 def test_reference_gain_range_shape_and_detached(name):
     gen = torch.Generator().manual_seed(5)
     noisy = torch.rand(2, 60, 33, generator=gen) * 3
@@ -107,6 +108,13 @@ def test_noisy_wiener_gain_noise_zero_loud_one():
     gain = noisy_wiener_gain(noisy, k=32)
     assert float(gain[0, :80].max()) < 0.01  # pure noise bins
     assert float(gain[0, 80:, 1].min()) > 0.99  # 30 dB above the floor
+
+
+def test_decision_directed_gain_noise_zero_loud_one():
+    noisy = _noise_floor_and_loud_bin(30.0)
+    gain = decision_directed_gain(noisy, k=32)
+    assert float(gain[0, :80].max()) < 0.05  # pure noise bins
+    assert float(gain[0, 81:, 1].min()) > 0.99  # 30 dB above the floor, once the recursion has run
 
 
 def test_self_reference_gain_noise_zero_loud_one():
