@@ -200,6 +200,26 @@ def markdown(table: list[dict], noisy: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gap_closure(table: list[dict], model: str, reference: str, metric: str = "pesq") -> str:
+    """Markdown: share of the gap between ``model``'s Source and ``reference``'s Source that
+    each method of ``model`` closes, per shift: (method - source) / (reference - source)."""
+    means = {(e["model"], e["shift"], e["method"]): e.get(metric, math.nan) for e in table}
+    shifts = list(dict.fromkeys(e["shift"] for e in table if e["model"] == model))
+    methods = [m for m in dict.fromkeys(e["method"] for e in table if e["model"] == model)
+               if m != "source"]
+    lines = [f"Share of the {model} -> {reference} {metric.upper()} gap closed "
+             f"((method - Source) / ({reference} - Source)):", "",
+             "| shift | gap | " + " | ".join(methods) + " |",
+             "|---|---|" + "---|" * len(methods)]
+    for shift in shifts:
+        base = means.get((model, shift, "source"), math.nan)
+        gap = means.get((reference, shift, "source"), math.nan) - base
+        cells = [f"{(means.get((model, shift, m), math.nan) - base) / gap:+.0%}"
+                 if gap > 0.05 else "n/a" for m in methods]
+        lines.append(f"| {shift} | {gap:+.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_deltas(table: list[dict], model: str, path: Path) -> None:
     """Per-shift bars of the PESQ difference to Source, one bar per method."""
     from speechbrain_mpol.plots import plt
@@ -315,6 +335,9 @@ def main(argv: list[str]) -> list[dict]:
     write_rows(out / "diagnostics.csv", diagnostics)
     write_rows(out / "cost.csv", costs)
     text = markdown(table, noisy_means)
+    for model, reference in hparams.get("gap_references", {}).items():
+        if model in hparams["models"] and reference in hparams["models"]:
+            text += "\n" + gap_closure(table, model, reference)
     (out / "summary.md").write_text(text)
     if hparams.get("plots", True):
         for model_name in hparams["models"]:
