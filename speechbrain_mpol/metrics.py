@@ -1,9 +1,13 @@
 """Intrusive speech-enhancement metrics: PESQ-WB, STOI, ESTOI, SI-SDR, segSNR, CSIG/CBAK/COVL.
 
-Functions take 1-D numpy arrays (clean reference, enhanced estimate, same length). The
-composite measures follow Hu & Loizou (2008) (``composite.m``): segmental SNR, LLR and WSS on
-30 ms Hann frames with 75% overlap; as in the Python implementations used by VoiceBank-DEMAND
-papers, the PESQ term is wide-band PESQ.
+Every function takes 1-D numpy arrays: the clean reference first, the enhanced estimate second,
+of equal length. The composite measures follow Hu & Loizou (2008) as implemented in Loizou's
+``composite.m``: segmental SNR, LLR and WSS on 30 ms Hann frames with 75% overlap. Their PESQ
+term is wide-band PESQ (ITU-T P.862.2), as in the Python evaluation scripts of the
+VoiceBank-DEMAND literature (SEGAN, MetricGAN+, CMGAN, ...); ``composite.m`` itself used its own
+narrow-band P.862 implementation, so the numbers here are comparable with those papers rather
+than with the original MATLAB. segSNR, WSS and CSIG/CBAK/COVL (given the same PESQ) reproduce
+the MATLAB reference values that pysepm ships for its 16 kHz example pair to 6 digits.
 
 Example
 -------
@@ -18,123 +22,349 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
+from math import gcd
 
 import numpy as np
 import pesq as pesq_lib
 from pystoi import stoi as pystoi_stoi
-from scipy.linalg import toeplitz
+from scipy.signal import resample_poly
 
 logger = logging.getLogger(__name__)
+
 _EPS = np.finfo(np.float64).eps
+
+#: Bounds of the per-frame SNR in segmental SNR (composite.m's MIN_SNR / MAX_SNR), in dB.
+SEGSNR_RANGE = (-10.0, 35.0)
+
+#: Fraction of the best frames kept for LLR and WSS (composite.m's ``alpha``): the worst 5% are
+#: dropped because a few silent or transient frames would otherwise dominate the mean.
+_KEEP = 0.95
 
 
 def _check(clean: np.ndarray, enhanced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both signals as float64, or a ValueError saying what is wrong with them."""
     clean = np.asarray(clean, dtype=np.float64)
     enhanced = np.asarray(enhanced, dtype=np.float64)
     if clean.ndim != 1 or enhanced.ndim != 1:
-        raise ValueError(f"signals must be 1-D, got {clean.shape} and {enhanced.shape}")
+        raise ValueError(
+            f"signals must be 1-D, got shapes {clean.shape} (clean) and {enhanced.shape} "
+            "(enhanced)"
+        )
     if clean.shape != enhanced.shape:
-        raise ValueError(f"lengths differ: {clean.shape[0]} vs {enhanced.shape[0]}")
+        raise ValueError(
+            f"lengths differ: clean has {clean.shape[0]} samples, enhanced {enhanced.shape[0]}"
+        )
     return clean, enhanced
 
 
+def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Polyphase resampling by the exact rational factor ``target / rate``."""
+    if rate == target:
+        return x
+    g = gcd(int(rate), int(target))
+    return resample_poly(x, target // g, rate // g)
+
+
 def pesq_wb(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -> float:
-    """Wide-band PESQ (ITU-T P.862.2); ``nan`` with a warning when PESQ cannot score the pair."""
+    """Wide-band PESQ (ITU-T P.862.2) through the ``pesq`` package.
+
+    P.862.2 is defined at 16 kHz only, so other rates are resampled to 16 kHz first.
+
+    Arguments
+    ---------
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length.
+    sample_rate : int
+        Sample rate of both signals in Hz.
+
+    Returns
+    -------
+    float
+        MOS-LQO in about [1.04, 4.64]; ``nan`` (with a logged warning) when PESQ cannot score
+        the pair: no utterance found, input under 1/4 s, an all-zero or non-finite signal.
+
+    Example
+    -------
+    >>> t = np.arange(16000) / 16000
+    >>> tone = np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 2 * t) > 0)
+    >>> pesq_wb(tone, tone) > 4.4
+    True
+    >>> import math; math.isnan(pesq_wb(tone[:800], tone[:800]))
+    True
+    """
     clean, enhanced = _check(clean, enhanced)
+    if not (np.isfinite(clean).all() and np.isfinite(enhanced).all()):
+        logger.warning("PESQ: non-finite samples; reporting nan")
+        return math.nan
+    # PESQ aligns levels, so an all-zero signal has no score (the pesq package fails on nan).
+    if not (np.any(clean) and np.any(enhanced)):
+        logger.warning("PESQ is undefined for an all-zero signal; reporting nan")
+        return math.nan
+    clean, enhanced = _resample(clean, sample_rate, 16000), _resample(enhanced, sample_rate, 16000)
     try:
-        return float(pesq_lib.pesq(sample_rate, clean, enhanced, "wb"))
-    except Exception as err:  # NoUtterancesError, too short, ...
-        logger.warning("PESQ failed (%s); reporting nan", err)
+        return float(pesq_lib.pesq(16000, clean, enhanced, "wb"))
+    except pesq_lib.PesqError as err:  # NoUtterancesError, BufferTooShortError, ...
+        logger.warning("PESQ failed (%s: %s); reporting nan", type(err).__name__, err)
         return math.nan
 
 
 def stoi(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -> float:
-    """Short-time objective intelligibility (Taal et al., 2011)."""
+    """Short-time objective intelligibility (Taal et al., 2011) through ``pystoi``.
+
+    Arguments
+    ---------
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length.
+    sample_rate : int
+        Sample rate in Hz (pystoi resamples to 10 kHz internally).
+
+    Returns
+    -------
+    float
+        STOI, in practice in [0, 1], higher is better.
+
+    Example
+    -------
+    >>> x = np.random.default_rng(0).standard_normal(16000)
+    >>> round(stoi(x, x), 3)
+    1.0
+    """
     clean, enhanced = _check(clean, enhanced)
     return float(pystoi_stoi(clean, enhanced, sample_rate, extended=False))
 
 
 def estoi(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -> float:
-    """Extended STOI (Jensen & Taal, 2016)."""
+    """Extended STOI (Jensen & Taal, 2016) through ``pystoi``.
+
+    Arguments
+    ---------
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length.
+    sample_rate : int
+        Sample rate in Hz.
+
+    Returns
+    -------
+    float
+        ESTOI, in practice in [0, 1], higher is better.
+
+    Example
+    -------
+    >>> x = np.random.default_rng(0).standard_normal(16000)
+    >>> round(estoi(x, x), 3)
+    1.0
+    """
     clean, enhanced = _check(clean, enhanced)
     return float(pystoi_stoi(clean, enhanced, sample_rate, extended=True))
 
 
 def si_sdr(clean: np.ndarray, enhanced: np.ndarray) -> float:
-    """Scale-invariant SDR in dB (both signals made zero-mean).
+    """Scale-invariant signal-to-distortion ratio (Le Roux et al., 2019) in dB.
+
+    Both signals are made zero-mean; the estimate is split into its projection on the reference
+    (the target) and the rest (the distortion). Written in numpy rather than through
+    ``speechbrain.nnet.losses.cal_si_snr``, which wants batched torch tensors and returns the
+    negated value as a loss.
+
+    Arguments
+    ---------
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length.
+
+    Returns
+    -------
+    float
+        SI-SDR in dB, higher is better; unchanged when ``enhanced`` is rescaled.
 
     Example
     -------
     >>> t = np.arange(8000)
-    >>> s = np.sin(t / 5.0); n = np.cos(t / 3.0)
+    >>> s, n = np.sin(t / 5.0), np.cos(t / 3.0)
     >>> round(si_sdr(s, s + 0.1 * n), 1)
+    20.0
+    >>> round(si_sdr(s, 7 * (s + 0.1 * n)), 1)
     20.0
     """
     clean, enhanced = _check(clean, enhanced)
+    if clean.size == 0:
+        return math.nan
     clean = clean - clean.mean()
     enhanced = enhanced - enhanced.mean()
     target = (enhanced @ clean) / (clean @ clean + _EPS) * clean
-    noise = enhanced - target
-    return float(10 * np.log10((target @ target + _EPS) / (noise @ noise + _EPS)))
+    distortion = enhanced - target
+    return float(10 * np.log10((target @ target + _EPS) / (distortion @ distortion + _EPS)))
 
 
 def _frames(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    """30 ms frames, 75% overlap, Hann-weighted (as composite.m), ``[frames, length]``."""
+    """Hann-weighted 30 ms frames with 75% overlap, ``[frames, length]``, as in composite.m.
+
+    The frame count is composite.m's ``len/hop - win/hop`` (rounded down), which leaves out the
+    last frame that would still fit; kept so the numbers match the reference implementation.
+    """
     length = round(0.03 * sample_rate)
     hop = length // 4
-    count = max(0, (len(x) - length) // hop + 1)
+    count = max(0, math.floor(len(x) / hop - length / hop))
     idx = np.arange(length)[None, :] + hop * np.arange(count)[:, None]
+    # composite.m's Hann window: no zero end points (denominator length + 1).
     window = 0.5 * (1 - np.cos(2 * np.pi * np.arange(1, length + 1) / (length + 1)))
     return x[idx] * window
 
 
+def _mean_of_lowest(values: np.ndarray) -> float:
+    """Mean of the lowest 95% of ``values`` (composite.m keeps ``round(0.95 * n)`` of them)."""
+    values = np.sort(values[np.isfinite(values)])
+    if values.size == 0:
+        return math.nan
+    return float(values[: max(1, round(values.size * _KEEP))].mean())
+
+
 def segmental_snr(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -> float:
-    """Mean frame SNR in dB, each frame clipped to [-10, 35] dB.
+    """Segmental SNR of the composite-measure literature (Hu & Loizou, 2008), in dB.
+
+    30 ms Hann frames with 75% overlap; each frame's SNR is clipped to [-10, 35] dB before the
+    mean, so silent reference frames count as -10 dB rather than minus infinity.
+
+    Arguments
+    ---------
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length.
+    sample_rate : int
+        Sample rate in Hz.
+
+    Returns
+    -------
+    float
+        Mean clipped frame SNR in dB, within [-10, 35]; ``nan`` if shorter than two frames.
 
     Example
     -------
     >>> x = np.random.default_rng(1).standard_normal(16000)
     >>> segmental_snr(x, x)
     35.0
+    >>> round(segmental_snr(x, np.zeros_like(x)), 6)
+    0.0
+    >>> segmental_snr(x, -100 * x)
+    -10.0
     """
     clean, enhanced = _check(clean, enhanced)
     c, e = _frames(clean, sample_rate), _frames(enhanced, sample_rate)
-    signal = (c**2).sum(1)
-    noise = ((c - e) ** 2).sum(1)
+    if len(c) == 0:
+        return math.nan
+    signal = (c**2).sum(axis=1)
+    noise = ((c - e) ** 2).sum(axis=1)
     snr = 10 * np.log10(signal / (noise + _EPS) + _EPS)
-    return float(np.clip(snr, -10, 35).mean())
+    return float(np.clip(snr, *SEGSNR_RANGE).mean())
 
 
-def _lpc(frame: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Autocorrelation ``[order + 1]`` and LPC polynomial ``[1, -a1, ...]`` (Levinson-Durbin)."""
-    n = len(frame)
-    r = np.array([frame[: n - k] @ frame[k:] for k in range(order + 1)])
-    a = np.zeros(order)
-    err = r[0] + _EPS
+def _autocorrelation(frames: np.ndarray, order: int) -> np.ndarray:
+    """Biased autocorrelation lags 0..order of each frame, ``[frames, order + 1]``."""
+    n = frames.shape[1]
+    return np.stack(
+        [(frames[:, : n - k] * frames[:, k:]).sum(axis=1) for k in range(order + 1)], axis=1
+    )
+
+
+def _levinson(r: np.ndarray) -> np.ndarray:
+    """LPC polynomials ``[1, -a_1, ..., -a_p]`` from autocorrelations ``[frames, p + 1]``.
+
+    Levinson-Durbin recursion run on all frames at once (composite.m's ``lpcoeff``).
+    """
+    frames, order = r.shape[0], r.shape[1] - 1
+    a = np.zeros((frames, order))
+    err = r[:, 0].copy()
     for i in range(order):
-        k = (r[i + 1] - a[:i] @ r[i:0:-1]) / err
-        a[:i] = a[:i] - k * a[:i][::-1]
-        a[i] = k
-        err *= 1 - k * k
-    return r, np.concatenate([[1.0], -a])
+        # A silent frame has err == 0: give it reflection 0 (a flat predictor) instead of nan.
+        safe = np.where(err > 0, err, 1.0)
+        k = np.where(err > 0, (r[:, i + 1] - (a[:, :i] * r[:, i:0:-1]).sum(axis=1)) / safe, 0.0)
+        a[:, :i] = a[:, :i] - k[:, None] * a[:, :i][:, ::-1]
+        a[:, i] = k
+        err = err * (1 - k * k)
+    return np.concatenate([np.ones((frames, 1)), -a], axis=1)
+
+
+def _toeplitz_quadratic(a: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``a @ toeplitz(r) @ a`` per frame, ``a`` and ``r`` both ``[frames, p + 1]``."""
+    p1 = r.shape[1]
+    lag = np.abs(np.arange(p1)[:, None] - np.arange(p1)[None, :])
+    return np.einsum("fi,fij,fj->f", a, r[:, lag], a)
+
+
+def llr_frames(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
+    """Per-frame log-likelihood ratio of the enhanced LPC model under the clean one.
+
+    LPC order 10 below 10 kHz and 16 above, as in composite.m; frame values are not capped
+    (Loizou's stand-alone ``comp_llr.m`` caps them at 2, ``composite.m`` does not). Frames where
+    the reference is digitally silent have no LPC model; they are ``nan`` (0/0 in composite.m)
+    and are left out of :func:`llr`.
+
+    Arguments
+    ---------
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length.
+    sample_rate : int
+        Sample rate in Hz.
+
+    Returns
+    -------
+    numpy.ndarray
+        One LLR per frame (>= 0 up to rounding: the clean predictor is optimal for the clean
+        autocorrelation).
+    """
+    clean, enhanced = _check(clean, enhanced)
+    order = 10 if sample_rate < 10000 else 16
+    c, e = _frames(clean, sample_rate), _frames(enhanced, sample_rate)
+    r_clean = _autocorrelation(c, order)
+    a_clean = _levinson(r_clean)
+    a_enh = _levinson(_autocorrelation(e, order))
+    numerator = _toeplitz_quadratic(a_enh, r_clean)
+    denominator = _toeplitz_quadratic(a_clean, r_clean)
+    valid = denominator > 0
+    out = np.full(len(c), np.nan)
+    out[valid] = np.log(np.maximum(numerator[valid], _EPS) / denominator[valid])
+    return out
 
 
 def llr(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -> float:
-    """Log-likelihood ratio of LPC models (order 10 below 10 kHz, else 16), lowest 95% mean."""
-    clean, enhanced = _check(clean, enhanced)
-    order = 10 if sample_rate < 10000 else 16
-    values = []
-    for c, e in zip(_frames(clean, sample_rate), _frames(enhanced, sample_rate), strict=True):
-        r_clean, a_clean = _lpc(c, order)
-        _, a_enh = _lpc(e, order)
-        matrix = toeplitz(r_clean)
-        ratio = (a_enh @ matrix @ a_enh) / max(a_clean @ matrix @ a_clean, _EPS)
-        values.append(np.log(max(ratio, _EPS)))
-    values = np.sort(values)
-    return float(values[: max(1, round(len(values) * 0.95))].mean())
+    """Log-likelihood ratio (Quackenbush et al., 1988): mean of the lowest 95% of frame values.
+
+    Arguments
+    ---------
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length.
+    sample_rate : int
+        Sample rate in Hz.
+
+    Returns
+    -------
+    float
+        LLR, 0 for identical signals, lower is better; ``nan`` without a usable frame.
+
+    Example
+    -------
+    >>> x = np.random.default_rng(0).standard_normal(16000)
+    >>> abs(llr(x, x)) < 1e-9
+    True
+    """
+    return _mean_of_lowest(llr_frames(clean, enhanced, sample_rate))
 
 
-# Critical bands of composite.m's WSS (centre frequencies and bandwidths in Hz).
+# Critical bands of Klatt's WSS as tabulated in composite.m: centre frequencies and bandwidths
+# in Hz. They stop at 3.6 kHz at every sample rate (the measure was designed on 8 kHz speech).
 _CENTRES = np.array([
     50.0, 120, 190, 260, 330, 400, 470, 540, 617.372, 703.378, 798.717, 904.554, 1020.38,
     1148.30, 1288.72, 1442.54, 1610.70, 1794.16, 1993.93, 2211.08, 2446.71, 2701.97, 2978.04,
@@ -145,87 +375,173 @@ _BANDWIDTHS = np.array([
     140.423, 153.823, 168.154, 183.457, 199.776, 217.153, 235.631, 255.255, 276.072, 298.126,
     321.465, 346.136,
 ])
+#: Klatt's weighting constants (Klatt, 1982, p. 1280): global and local peak distances in dB.
+_K_MAX, _K_LOCMAX = 20.0, 1.0
 
 
-def _local_peaks(energy: np.ndarray, slope: np.ndarray) -> np.ndarray:
-    """Nearest spectral peak per band, searched along the slope (composite.m's convention)."""
-    bands = len(slope)
-    peaks = np.empty(bands)
-    for i in range(bands):
-        n = i
-        if slope[i] > 0:
-            while n < bands and slope[n] > 0:
-                n += 1
-            peaks[i] = energy[n - 1]
-        else:
-            while n >= 0 and slope[n] <= 0:
-                n -= 1
-            peaks[i] = energy[n + 1]
-    return peaks
-
-
-def wss(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -> float:
-    """Weighted spectral slope distance (Klatt, 1982), 25 critical bands, lowest 95% mean."""
-    clean, enhanced = _check(clean, enhanced)
-    length = round(0.03 * sample_rate)
-    n_fft = 2 ** int(np.ceil(np.log2(2 * length)))
+def _critical_band_filters(sample_rate: int, n_fft: int) -> np.ndarray:
+    """Gaussian-shaped critical-band weights over the ``n_fft // 2`` first FFT bins."""
     half = n_fft // 2
     bins = np.arange(half)
-    f0 = _CENTRES / (sample_rate / 2) * half
-    bw = _BANDWIDTHS / (sample_rate / 2) * half
+    nyquist = sample_rate / 2
+    f0 = np.floor(_CENTRES / nyquist * half)
+    bw = _BANDWIDTHS / nyquist * half
+    # Wider bands are attenuated so that each band integrates to a similar level.
     norm = np.log(_BANDWIDTHS[0]) - np.log(_BANDWIDTHS)
-    bank = np.exp(-11 * ((bins[None, :] - np.floor(f0)[:, None]) / bw[:, None]) ** 2
-                  + norm[:, None])
-    bank *= bank > np.exp(-30 / (2 * 2.303))
-
-    def band_energy(frames):
-        spec = np.abs(np.fft.fft(frames, n_fft, axis=1)[:, :half]) ** 2
-        return 10 * np.log10(np.maximum(spec @ bank.T, 1e-10))
-
-    e_clean = band_energy(_frames(clean, sample_rate))
-    e_enh = band_energy(_frames(enhanced, sample_rate))
-    k_max, k_locmax = 20.0, 1.0
-    values = []
-    for ec, ee in zip(e_clean, e_enh, strict=True):
-        sc, se = np.diff(ec), np.diff(ee)
-        wc = (k_max / (k_max + ec.max() - ec[:-1])) * (
-            k_locmax / (k_locmax + _local_peaks(ec, sc) - ec[:-1]))
-        we = (k_max / (k_max + ee.max() - ee[:-1])) * (
-            k_locmax / (k_locmax + _local_peaks(ee, se) - ee[:-1]))
-        w = (wc + we) / 2
-        values.append((w * (sc - se) ** 2).sum() / w.sum())
-    values = np.sort(values)
-    return float(values[: max(1, round(len(values) * 0.95))].mean())
+    bank = np.exp(-11 * ((bins[None, :] - f0[:, None]) / bw[:, None]) ** 2 + norm[:, None])
+    # Tails below -30 dB (in composite.m's natural-log units) are cut to zero.
+    return bank * (bank > np.exp(-30 / (2 * 2.303)))
 
 
-def composite(
-    clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000, pesq_value=None
-) -> dict[str, float]:
-    """CSIG, CBAK, COVL (Hu & Loizou, 2008), each clipped to [1, 5].
+def _nearest_peaks(energy: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """Level of the spectral peak each band belongs to, ``[frames, bands - 1]``.
+
+    composite.m searches upwards along a rising slope and downwards along a falling one; its
+    upward search stops one band short of the maximum, which is kept here so that WSS values
+    match the reference implementation.
+    """
+    count = slope.shape[1]
+    rising = slope > 0
+    right = np.empty(slope.shape, dtype=int)  # where the upward search from band i stops
+    left = np.empty(slope.shape, dtype=int)  # where the downward search from band i stops
+    for i in range(count - 1, -1, -1):
+        right[:, i] = i + 1 if i + 1 == count else np.where(rising[:, i + 1], right[:, i + 1],
+                                                            i + 1)
+    for i in range(count):
+        left[:, i] = i - 1 if i == 0 else np.where(rising[:, i - 1], i - 1, left[:, i - 1])
+    index = np.where(rising, right - 1, left + 1)
+    return np.take_along_axis(energy, index, axis=1)
+
+
+def wss_frames(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
+    """Per-frame weighted spectral slope distance (Klatt, 1982), as in composite.m.
 
     Arguments
     ---------
-    clean, enhanced : numpy.ndarray
-        Reference and estimate, 1-D, same length.
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length.
+    sample_rate : int
+        Sample rate in Hz.
+
+    Returns
+    -------
+    numpy.ndarray
+        One distance per frame, >= 0.
+    """
+    clean, enhanced = _check(clean, enhanced)
+    length = round(0.03 * sample_rate)
+    n_fft = 2 ** math.ceil(math.log2(2 * length))
+    bank = _critical_band_filters(sample_rate, n_fft)
+
+    def band_levels(frames: np.ndarray) -> np.ndarray:
+        power = np.abs(np.fft.rfft(frames, n_fft, axis=1)[:, : n_fft // 2]) ** 2
+        return 10 * np.log10(np.maximum(power @ bank.T, 1e-10))
+
+    weights, slopes = [], []
+    for levels in (band_levels(_frames(clean, sample_rate)),
+                   band_levels(_frames(enhanced, sample_rate))):
+        slope = np.diff(levels, axis=1)
+        below = levels[:, :-1]
+        # Slopes matter most near the frame's strongest band and near local spectral peaks.
+        global_weight = _K_MAX / (_K_MAX + levels.max(axis=1, keepdims=True) - below)
+        local_weight = _K_LOCMAX / (_K_LOCMAX + _nearest_peaks(levels, slope) - below)
+        weights.append(global_weight * local_weight)
+        slopes.append(slope)
+    w = (weights[0] + weights[1]) / 2
+    return (w * (slopes[0] - slopes[1]) ** 2).sum(axis=1) / w.sum(axis=1)
+
+
+def wss(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -> float:
+    """Weighted spectral slope distance: mean of the lowest 95% of frame values.
+
+    Arguments
+    ---------
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length.
+    sample_rate : int
+        Sample rate in Hz.
+
+    Returns
+    -------
+    float
+        WSS, 0 for identical signals, lower is better; ``nan`` without a frame.
+
+    Example
+    -------
+    >>> x = np.random.default_rng(0).standard_normal(16000)
+    >>> wss(x, x)
+    0.0
+    """
+    return _mean_of_lowest(wss_frames(clean, enhanced, sample_rate))
+
+
+def composite(
+    clean: np.ndarray,
+    enhanced: np.ndarray,
+    sample_rate: int = 16000,
+    pesq_value: float | None = None,
+) -> dict[str, float]:
+    """CSIG, CBAK and COVL composite measures (Hu & Loizou, 2008), each clipped to [1, 5].
+
+    CSIG = 3.093 - 1.029 LLR + 0.603 PESQ - 0.009 WSS,
+    CBAK = 1.634 + 0.478 PESQ - 0.007 WSS + 0.063 segSNR,
+    COVL = 1.594 + 0.805 PESQ - 0.512 LLR - 0.007 WSS.
+
+    PESQ is wide-band PESQ (:func:`pesq_wb`), as in the Python scripts behind the published
+    VoiceBank-DEMAND numbers; ``composite.m`` used a narrow-band raw P.862 score instead.
+
+    Arguments
+    ---------
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length.
     sample_rate : int
         Sample rate in Hz.
     pesq_value : float, optional
-        Wide-band PESQ of the pair, if already computed.
+        Wide-band PESQ of the pair, when already computed (PESQ is the slow part).
 
     Returns
     -------
     dict
-        ``{"csig", "cbak", "covl"}``.
+        ``{"csig": ..., "cbak": ..., "covl": ...}``; ``nan`` where an ingredient is ``nan``
+        (e.g. PESQ found no utterance).
+
+    Example
+    -------
+    >>> x = np.random.default_rng(0).standard_normal(16000)
+    >>> composite(x, x)
+    {'csig': 5.0, 'cbak': 5.0, 'covl': 5.0}
     """
-    p = pesq_wb(clean, enhanced, sample_rate) if pesq_value is None else pesq_value
+    p = pesq_wb(clean, enhanced, sample_rate) if pesq_value is None else float(pesq_value)
     llr_value = llr(clean, enhanced, sample_rate)
     wss_value = wss(clean, enhanced, sample_rate)
     seg = segmental_snr(clean, enhanced, sample_rate)
-    csig = 3.093 - 1.029 * llr_value + 0.603 * p - 0.009 * wss_value
-    cbak = 1.634 + 0.478 * p - 0.007 * wss_value + 0.063 * seg
-    covl = 1.594 + 0.805 * p - 0.512 * llr_value - 0.007 * wss_value
-    return {k: float(np.clip(v, 1, 5)) for k, v in
-            (("csig", csig), ("cbak", cbak), ("covl", covl))}
+    raw = {
+        "csig": 3.093 - 1.029 * llr_value + 0.603 * p - 0.009 * wss_value,
+        "cbak": 1.634 + 0.478 * p - 0.007 * wss_value + 0.063 * seg,
+        "covl": 1.594 + 0.805 * p - 0.512 * llr_value - 0.007 * wss_value,
+    }
+    # np.clip keeps nan as nan, which is what a missing ingredient should give.
+    return {key: float(np.clip(value, 1.0, 5.0)) for key, value in raw.items()}
+
+
+#: Keys of :func:`evaluate_pair`, in order.
+METRICS = ("pesq", "stoi", "estoi", "si_sdr", "segsnr")
+COMPOSITE_METRICS = ("csig", "cbak", "covl")
+
+
+def _guarded(name: str, fn: Callable[[], float]) -> float:
+    """``fn()``, or ``nan`` with a warning when it fails (short input, degenerate signal...)."""
+    try:
+        return float(fn())
+    except Exception as err:  # an evaluation loop must not die on one odd utterance
+        logger.warning("%s failed (%s: %s); reporting nan", name, type(err).__name__, err)
+        return math.nan
 
 
 def evaluate_pair(
@@ -238,56 +554,148 @@ def evaluate_pair(
 
     Arguments
     ---------
-    clean, enhanced : numpy.ndarray
-        Reference and estimate, 1-D, same length.
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length.
     sample_rate : int
         Sample rate in Hz.
     composite_measures : bool
-        Also compute CSIG/CBAK/COVL (slower: LLR and WSS per frame).
+        Also compute CSIG/CBAK/COVL (LLR and WSS per frame; about as costly as PESQ).
 
     Returns
     -------
     dict
-        ``pesq, stoi, estoi, si_sdr, segsnr`` (+ ``csig, cbak, covl``).
+        ``pesq, stoi, estoi, si_sdr, segsnr`` and, if requested, ``csig, cbak, covl``. All
+        ``nan`` when a signal holds non-finite samples (e.g. a diverged model).
+
+    Raises
+    ------
+    ValueError
+        If a signal is not 1-D or the lengths differ.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal(16000)
+    >>> scores = evaluate_pair(x, x + 0.1 * rng.standard_normal(16000), composite_measures=False)
+    >>> sorted(scores)
+    ['estoi', 'pesq', 'segsnr', 'si_sdr', 'stoi']
+    >>> round(scores["si_sdr"])
+    20
     """
     clean, enhanced = _check(clean, enhanced)
-    scores = {"pesq": pesq_wb(clean, enhanced, sample_rate)}
-    for name, fn in (("stoi", stoi), ("estoi", estoi)):
-        try:
-            scores[name] = fn(clean, enhanced, sample_rate)
-        except Exception as err:  # e.g. shorter than STOI's analysis window
-            logger.warning("%s failed (%s); reporting nan", name, err)
-            scores[name] = math.nan
-    scores["si_sdr"] = si_sdr(clean, enhanced)
-    scores["segsnr"] = segmental_snr(clean, enhanced, sample_rate)
+    keys = METRICS + (COMPOSITE_METRICS if composite_measures else ())
+    if not (np.isfinite(clean).all() and np.isfinite(enhanced).all()):
+        logger.warning("evaluate_pair: non-finite samples; every metric is nan")
+        return dict.fromkeys(keys, math.nan)
+    scores = {
+        "pesq": _guarded("PESQ", lambda: pesq_wb(clean, enhanced, sample_rate)),
+        "stoi": _guarded("STOI", lambda: stoi(clean, enhanced, sample_rate)),
+        "estoi": _guarded("ESTOI", lambda: estoi(clean, enhanced, sample_rate)),
+        "si_sdr": _guarded("SI-SDR", lambda: si_sdr(clean, enhanced)),
+        "segsnr": _guarded("segSNR", lambda: segmental_snr(clean, enhanced, sample_rate)),
+    }
     if composite_measures:
-        scores.update(composite(clean, enhanced, sample_rate, pesq_value=scores["pesq"]))
+        try:
+            scores.update(composite(clean, enhanced, sample_rate, pesq_value=scores["pesq"]))
+        except Exception as err:  # same reason as _guarded
+            logger.warning("composite failed (%s: %s); reporting nan", type(err).__name__, err)
+            scores.update(dict.fromkeys(COMPOSITE_METRICS, math.nan))
     return scores
 
 
 def bootstrap_ci(
-    values, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+    values: Sequence[float] | np.ndarray,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean (nans ignored).
+    """Percentile bootstrap confidence interval of the mean; nans are ignored.
+
+    Arguments
+    ---------
+    values : array-like
+        One score per item (e.g. per utterance).
+    n_resamples : int
+        Number of bootstrap resamples.
+    confidence : float
+        Coverage of the interval, in (0, 1).
+    seed : int
+        Seed of the resampling, so reports are reproducible.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``; ``(nan, nan)`` when no finite value is left.
 
     Example
     -------
     >>> low, high = bootstrap_ci(np.arange(100.0))
-    >>> low < 49.5 < high
+    >>> bool(low < 49.5 < high)
     True
     """
-    values = np.asarray(values, dtype=float)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    values = np.asarray(values, dtype=np.float64).ravel()
     values = values[~np.isnan(values)]
     if values.size == 0:
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, (n_resamples, values.size))].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+    # Resample in chunks so that long score lists do not need an n_resamples x n index matrix.
+    chunk = max(1, 2_000_000 // values.size)
+    means = np.concatenate([
+        values[rng.integers(0, values.size, (min(chunk, n_resamples - start), values.size))]
+        .mean(axis=1)
+        for start in range(0, n_resamples, chunk)
+    ])
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return float(low), float(high)
 
 
-def paired_bootstrap_ci(a, b, n_resamples: int = 2000, confidence: float = 0.95,
-                        seed: int = 0) -> tuple[float, float]:
-    """Bootstrap interval of the mean paired difference ``a - b`` (pairs with a nan dropped)."""
-    return bootstrap_ci(np.asarray(a, float) - np.asarray(b, float), n_resamples, confidence,
-                        seed)
+def paired_bootstrap_ci(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap confidence interval of the mean paired difference ``a - b``.
+
+    Items are resampled as pairs, which removes the between-utterance variance that both
+    systems share; a pair with a nan on either side is dropped.
+
+    Arguments
+    ---------
+    a : array-like
+        Scores of system A, one per item.
+    b : array-like
+        Scores of system B on the same items, in the same order.
+    n_resamples : int
+        Number of bootstrap resamples.
+    confidence : float
+        Coverage of the interval, in (0, 1).
+    seed : int
+        Seed of the resampling.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)`` of mean(a - b); an interval above 0 means A is better (for
+        higher-is-better scores).
+
+    Example
+    -------
+    >>> base = np.linspace(1.0, 3.0, 50)
+    >>> low, high = paired_bootstrap_ci(base + 0.2, base)
+    >>> round(low, 6), round(high, 6)
+    (0.2, 0.2)
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need equal shapes, got {a.shape} and {b.shape}")
+    return bootstrap_ci(a - b, n_resamples, confidence, seed)

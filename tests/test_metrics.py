@@ -1,65 +1,162 @@
-"""Metrics: known values, invariances, ordering with noise, clear errors."""
+"""Metrics: known values, invariances, ordering with noise, clipping, nan handling, errors."""
+
+import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from speechbrain_mpol.metrics import (
     bootstrap_ci,
+    composite,
+    estoi,
     evaluate_pair,
+    llr,
     paired_bootstrap_ci,
+    pesq_wb,
     segmental_snr,
     si_sdr,
+    stoi,
+    wss,
 )
-from speechbrain_mpol.mixing import mix_at_snr
 
-from .conftest import real_mixture
-
-
-@pytest.fixture
-def clean(shared_audio):
-    return real_mixture(shared_audio, seconds=3.0)[1].numpy().astype(np.float64)
+AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+RATE = 16000
+SNRS = (20.0, 5.0, 0.0, -5.0)  # descending: every score must not increase along it
 
 
-def test_si_sdr_scale_invariant_and_known_value(clean):
-    rng = np.random.default_rng(0)
-    noisy, _ = mix_at_snr(clean - clean.mean(), rng.standard_normal(len(clean)), 10.0, rng)
-    assert si_sdr(clean, noisy) == pytest.approx(10.0, abs=0.2)
-    assert si_sdr(clean, 3.0 * noisy) == pytest.approx(si_sdr(clean, noisy), abs=1e-9)
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """3 s of real read speech (TIMIT-style), float64 at 16 kHz."""
+    path = AUDIO / "speech" / "timit_spk1_snt1.wav"
+    if not path.is_file():
+        pytest.skip(f"real speech not found at {path}")
+    x, rate = sf.read(path, dtype="float64")
+    assert rate == RATE
+    x = x if x.ndim == 1 else x[:, 0]
+    return 0.5 * x[: 3 * RATE] / np.abs(x[: 3 * RATE]).max()
 
 
-def test_scores_order_with_noise(clean):
-    rng = np.random.default_rng(1)
-    perfect = evaluate_pair(clean, clean)
-    assert perfect["pesq"] > 4.4 and perfect["stoi"] > 0.99
-    assert perfect["csig"] == perfect["cbak"] == perfect["covl"] == 5.0
-    scores = []
-    for snr in (20.0, 5.0, -5.0):
-        noisy, _ = mix_at_snr(clean, rng.standard_normal(len(clean)), snr, rng)
-        scores.append(evaluate_pair(clean, noisy))
+def add_white_noise(clean: np.ndarray, snr: float, seed: int = 0) -> np.ndarray:
+    """``clean`` plus white Gaussian noise at ``snr`` dB (whole-signal power)."""
+    noise = np.random.default_rng(seed).standard_normal(len(clean))
+    noise *= np.sqrt(np.mean(clean**2) / np.mean(noise**2) * 10 ** (-snr / 10))
+    return clean + noise
+
+
+@pytest.fixture(scope="module")
+def scores(speech) -> dict:
+    """evaluate_pair for clean vs itself and vs white-noise mixtures at SNRS, computed once."""
+    out = {"clean": evaluate_pair(speech, speech)}
+    for snr in SNRS:
+        out[snr] = evaluate_pair(speech, add_white_noise(speech, snr))
+    return out
+
+
+@pytest.mark.parametrize("snr", [0.0, 10.0, 20.0])
+def test_si_sdr_known_value_for_white_noise(speech, snr):
+    clean = speech - speech.mean()
+    # White noise is almost orthogonal to speech, so SI-SDR is the mixing SNR.
+    assert si_sdr(clean, add_white_noise(clean, snr, seed=3)) == pytest.approx(snr, abs=0.2)
+
+
+def test_si_sdr_scale_invariant(speech):
+    noisy = add_white_noise(speech, 10.0)
+    reference = si_sdr(speech, noisy)
+    for gain in (3.0, 0.01, -2.0):
+        assert si_sdr(speech, gain * noisy) == pytest.approx(reference, abs=1e-9)
+    # Also invariant to an added DC offset (both signals are made zero-mean).
+    assert si_sdr(speech, noisy + 0.3) == pytest.approx(reference, abs=1e-9)
+    assert si_sdr(speech, 0.5 * speech) > 100
+
+
+def test_pesq_high_for_clean_and_drops_with_noise(scores):
+    assert scores["clean"]["pesq"] > 4.4
+    values = [scores[snr]["pesq"] for snr in SNRS]
+    assert all(a > b for a, b in zip(values, values[1:], strict=False)), values
+    assert values[0] < 4.4 and values[-1] < 1.5
+
+
+def test_stoi_in_unit_range_and_decreasing(scores):
+    assert scores["clean"]["stoi"] == pytest.approx(1.0, abs=1e-6)
+    assert scores["clean"]["estoi"] == pytest.approx(1.0, abs=1e-6)
+    for key in ("stoi", "estoi"):
+        values = [scores[snr][key] for snr in SNRS]
+        assert all(0.0 <= v <= 1.0 for v in values), (key, values)
+        assert all(a > b for a, b in zip(values, values[1:], strict=False)), (key, values)
+
+
+def test_every_score_orders_with_noise(scores):
     for key in ("pesq", "stoi", "estoi", "si_sdr", "segsnr", "csig", "cbak", "covl"):
-        values = [s[key] for s in scores]
-        assert values[0] >= values[1] >= values[2], (key, values)
-    for s in scores:
-        assert 0.0 <= s["stoi"] <= 1.0 and 1.0 <= s["csig"] <= 5.0
-        assert -10.0 <= s["segsnr"] <= 35.0
+        values = [scores["clean"][key]] + [scores[snr][key] for snr in SNRS]
+        assert all(np.isfinite(values)), (key, values)
+        assert all(a >= b for a, b in zip(values, values[1:], strict=False)), (key, values)
 
 
-def test_segsnr_is_clipped(clean):
-    assert segmental_snr(clean, clean) == 35.0
-    assert segmental_snr(clean, -100 * clean) == -10.0
+def test_segsnr_is_clipped(speech):
+    assert segmental_snr(speech, speech) == 35.0
+    assert segmental_snr(speech, -100 * speech) == -10.0
+    # Removing everything gives 0 dB in every frame with speech energy.
+    assert -10.0 <= segmental_snr(speech, np.zeros_like(speech)) <= 0.0
+    for snr in (30.0, 0.0, -20.0):
+        assert -10.0 <= segmental_snr(speech, add_white_noise(speech, snr)) <= 35.0
 
 
-def test_mismatched_signals_are_errors(clean):
+def test_composite_in_range_and_ordered(scores, speech):
+    perfect = scores["clean"]
+    assert perfect["csig"] == perfect["cbak"] == perfect["covl"] == 5.0
+    for snr in SNRS:
+        assert all(1.0 <= scores[snr][k] <= 5.0 for k in ("csig", "cbak", "covl")), scores[snr]
+    for key in ("csig", "cbak", "covl"):
+        assert perfect[key] > scores[0.0][key], key
+    # Passing PESQ in gives the same result as computing it inside.
+    noisy = add_white_noise(speech, 0.0)
+    assert composite(speech, noisy, pesq_value=scores[0.0]["pesq"]) == pytest.approx(
+        {k: scores[0.0][k] for k in ("csig", "cbak", "covl")})
+
+
+def test_llr_and_wss_are_zero_for_identical_signals_and_grow_with_noise(speech):
+    assert llr(speech, speech) == pytest.approx(0.0, abs=1e-9)
+    assert wss(speech, speech) == 0.0
+    mild, strong = add_white_noise(speech, 20.0), add_white_noise(speech, 0.0)
+    assert 0.0 < llr(speech, mild) < llr(speech, strong)
+    assert 0.0 < wss(speech, mild) < wss(speech, strong)
+
+
+def test_mismatched_signals_are_errors():
+    x = np.random.default_rng(0).standard_normal(RATE)
     with pytest.raises(ValueError, match="lengths differ"):
-        evaluate_pair(clean, clean[:-1])
+        evaluate_pair(x, x[:-1])
     with pytest.raises(ValueError, match="1-D"):
-        evaluate_pair(clean[None], clean[None])
+        evaluate_pair(x[None], x[None])
+    for fn in (pesq_wb, stoi, estoi, si_sdr, segmental_snr, llr, wss, composite):
+        with pytest.raises(ValueError, match="lengths differ"):
+            fn(x, x[:-1])
 
 
-def test_pesq_failure_is_nan_not_crash():
-    silent = np.zeros(16000)
-    tone = np.sin(np.arange(16000) / 10.0)
-    assert np.isnan(evaluate_pair(silent, tone, composite_measures=False)["pesq"])
+@pytest.mark.filterwarnings("ignore:Not enough STFT frames")  # pystoi on the 0.2 s input
+def test_pesq_failures_are_nan_with_a_warning(caplog):
+    rng = np.random.default_rng(0)
+    short = rng.standard_normal(RATE // 5)  # 0.2 s: under PESQ's 1/4 s minimum
+    with caplog.at_level(logging.WARNING, logger="speechbrain_mpol.metrics"):
+        assert np.isnan(pesq_wb(short, short))
+        assert np.isnan(pesq_wb(np.zeros(RATE), rng.standard_normal(RATE)))
+    assert "PESQ" in caplog.text
+    scores = evaluate_pair(short, short)
+    assert np.isnan(scores["pesq"]) and np.isnan(scores["csig"])
+    assert scores["si_sdr"] > 100  # what can be computed still is
+
+
+def test_non_finite_estimate_gives_nan_not_an_exception():
+    x = np.random.default_rng(0).standard_normal(RATE)
+    broken = x.copy()
+    broken[100] = np.nan
+    scores = evaluate_pair(x, broken)
+    assert set(scores) == {"pesq", "stoi", "estoi", "si_sdr", "segsnr", "csig", "cbak", "covl"}
+    assert all(np.isnan(v) for v in scores.values())
+    assert set(evaluate_pair(x, x, composite_measures=False)) == {
+        "pesq", "stoi", "estoi", "si_sdr", "segsnr"}
 
 
 def test_bootstrap_interval_contains_mean_and_narrows():
@@ -68,6 +165,32 @@ def test_bootstrap_interval_contains_mean_and_narrows():
     lo_s, hi_s = bootstrap_ci(small)
     lo_l, hi_l = bootstrap_ci(large)
     assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    # The width shrinks like 1/sqrt(n): 10x here, so 4x is a safe bound.
     assert hi_l - lo_l < (hi_s - lo_s) / 4
-    lo, hi = paired_bootstrap_ci(large + 0.5, large)
+    # A wider confidence gives a wider interval; the same seed the same interval.
+    lo_99, hi_99 = bootstrap_ci(small, confidence=0.99)
+    assert lo_99 < lo_s and hi_99 > hi_s
+    assert bootstrap_ci(small, seed=5) == bootstrap_ci(small, seed=5)
+    # nans are ignored.
+    assert bootstrap_ci(np.append(small, np.nan)) == (lo_s, hi_s)
+    assert np.isnan(bootstrap_ci([np.nan, np.nan])).all()
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_ci(small, confidence=1.5)
+
+
+def test_paired_bootstrap_of_the_difference():
+    rng = np.random.default_rng(3)
+    base = rng.normal(3.0, 1.0, 200)
+    lo, hi = paired_bootstrap_ci(base + 0.5, base)
     assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+    # Pairing removes the shared per-item variance: the paired interval is far narrower.
+    better = base + 0.1 + rng.normal(0.0, 0.05, 200)
+    lo_p, hi_p = paired_bootstrap_ci(better, base)
+    lo_a, hi_a = bootstrap_ci(better)
+    assert 0.0 < lo_p < 0.1 < hi_p and hi_p - lo_p < (hi_a - lo_a) / 5
+    # A pair with a nan on either side is dropped.
+    a, b = base.copy(), base.copy() - 0.5
+    a[0], b[1] = np.nan, np.nan
+    assert paired_bootstrap_ci(a, b) == pytest.approx((0.5, 0.5))
+    with pytest.raises(ValueError, match="equal shapes"):
+        paired_bootstrap_ci(base, base[:-1])
