@@ -75,6 +75,7 @@ def main() -> dict:
     parser.add_argument("--shared_folder", default="../shared")
     parser.add_argument("--seconds", type=float, default=3.0, help="speech crop per utterance")
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--reference", default="self", help="self | noisy_wiener | ...")
     parser.add_argument("--rollback_threshold", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/soak")
@@ -87,7 +88,7 @@ def main() -> dict:
     enhancer = load_model(cfg, {})
     adapter = MPolAdapter(
         enhancer, attach_hook(enhancer, cfg["model_type"]), params=cfg["params"],
-        mode="continual", accumulation=8, clip_grad_norm=0.1, source_pull=0.2,
+        reference=args.reference, mode="continual", accumulation=8, clip_grad_norm=0.1, source_pull=0.2,
         opt_class=lambda p: torch.optim.AdamW(p, lr=args.lr),
         rollback_threshold=args.rollback_threshold,
     )
@@ -124,7 +125,8 @@ def main() -> dict:
         })
     last = rows[-100:]
     summary = {
-        "model": args.model, "utterances": len(rows),
+        "model": args.model, "reference": args.reference, "lr": args.lr,
+        "utterances": len(rows),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "non_finite_outputs": sum(not r["finite"] for r in rows),
         "nan_pesq": sum(math.isnan(r["pesq_mpol"]) for r in rows),
