@@ -88,7 +88,8 @@ def main() -> dict:
     enhancer = load_model(cfg, {})
     adapter = MPolAdapter(
         enhancer, attach_hook(enhancer, cfg["model_type"]), params=cfg["params"],
-        reference=args.reference, mode="continual", accumulation=8, clip_grad_norm=0.1, source_pull=0.2,
+        reference=args.reference, mode="continual", accumulation=8, clip_grad_norm=0.1,
+        source_pull=0.2,
         opt_class=lambda p: torch.optim.AdamW(p, lr=args.lr),
         rollback_threshold=args.rollback_threshold,
     )
