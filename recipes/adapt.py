@@ -28,7 +28,12 @@ from hyperpyyaml import load_hyperpyyaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes"))
 
-from speechbrain_mpol.brain import MPolBrain, audio_pipeline, validate_manifest  # noqa: E402
+from speechbrain_mpol.brain import (  # noqa: E402
+    MPolBrain,
+    audio_pipeline,
+    check_output_folder,
+    validate_manifest,
+)
 from speechbrain_mpol.hooks import attach_hook  # noqa: E402
 from speechbrain_mpol.loading import load_enhancer  # noqa: E402
 from speechbrain_mpol.manifest import resolve_manifest  # noqa: E402
@@ -95,6 +100,10 @@ def main(argv: list[str]) -> dict:
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file) as handle:
         hparams = load_hyperpyyaml(handle, overrides)
+    try:
+        check_output_folder(hparams["output_folder"])
+    except OSError as err:
+        sys.exit(f"error: {err}")
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -102,7 +111,8 @@ def main(argv: list[str]) -> dict:
     )
     manifest = prepare_data(hparams)
     ok, skipped = validate_manifest(
-        manifest, hparams["sample_rate"], hparams.get("max_seconds")
+        manifest, hparams["sample_rate"], hparams.get("max_seconds"),
+        output_dir=Path(hparams["output_folder"]) / "enhanced",
     )
     hparams["skipped"] = skipped
     dataset = sb.dataio.dataset.DynamicItemDataset.from_csv(manifest)

@@ -47,8 +47,24 @@ def audio_pipeline(sample_rate: int, max_seconds: float | None = None):
     return pipeline
 
 
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and prove it is writable, or raise ``OSError`` naming it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise OSError(f"{folder}: output folder is not writable ({err})") from None
+    return folder
+
+
 def validate_manifest(
-    manifest: str | os.PathLike, sample_rate: int, max_seconds: float | None = None
+    manifest: str | os.PathLike,
+    sample_rate: int,
+    max_seconds: float | None = None,
+    output_dir: str | os.PathLike | None = None,
 ) -> tuple[list[str], list[dict]]:
     """Check every file of a manifest; return the usable IDs and the skipped ones with reasons.
 
@@ -60,6 +76,8 @@ def validate_manifest(
         The model's rate (other rates are accepted and resampled).
     max_seconds : float, optional
         Longest file accepted.
+    output_dir : str or PathLike, optional
+        Folder of the enhanced files: an input that would be overwritten is refused.
 
     Returns
     -------
@@ -72,6 +90,11 @@ def validate_manifest(
     with open(manifest, newline="") as handle:
         for row in csv.DictReader(handle):
             try:
+                if output_dir is not None:
+                    target = (Path(output_dir) / f"{row['ID']}.wav").resolve()
+                    if Path(row["noisy_wav"]).resolve() == target:
+                        raise AudioError(row["noisy_wav"], "its output path is the input "
+                                         "itself; refusing to overwrite an input")
                 read_audio(row["noisy_wav"], sample_rate, max_seconds=max_seconds)
                 if row.get("clean_wav"):
                     read_audio(row["clean_wav"], sample_rate, allow_silent=True)

@@ -13,12 +13,12 @@ from .conftest import REPO, SHARED, metricgan_folder, real_mixture
 sys.path.insert(0, str(REPO / "recipes"))
 
 
-def run_recipe(hparams_file, tmp_path, *extra):
+def run_recipe(hparams_file, tmp_path, *extra, output_folder=None):
     from adapt import main
 
     argv = [
         str(REPO / "hparams" / hparams_file),
-        f"--output_folder={tmp_path / 'out'}",
+        f"--output_folder={output_folder or tmp_path / 'out'}",
         f"--example_folder={tmp_path / 'example'}",
         f"--savedir={tmp_path / 'savedir'}",
         f"--shared_folder={SHARED}",
@@ -79,13 +79,47 @@ def test_bad_files_are_skipped_and_reported(tmp_path, shared_audio):
     sf.write(folder / "nan.wav", np.r_[noisy.numpy()[:800], np.nan].astype(np.float32), 16000,
              subtype="FLOAT")
     (folder / "text.wav").write_text("hello")
-    summary = run_recipe("mpol_voicebank.yaml", tmp_path, f"--data_folder={folder}")
-    assert summary["utterances"] == 1
+    (folder / "garbled.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40))
+    sf.write(folder / "long.wav", np.tile(noisy.numpy(), 30), 16000)  # 45 s > max_seconds
+    clipped = np.clip(4 * noisy.numpy(), -1, 1)
+    sf.write(folder / "clipped.wav", clipped, 16000)
+    sf.write(folder / "rate44k.wav", np.interp(np.arange(0, len(noisy), 16000 / 44100),
+                                               np.arange(len(noisy)), noisy.numpy()), 44100)
+    sf.write(folder / "stereo.wav", np.stack([noisy.numpy(), noisy.numpy()], 1), 16000)
+    summary = run_recipe("mpol_voicebank.yaml", tmp_path, f"--data_folder={folder}",
+                         "--max_seconds=30")
     problems = {s["file"].rsplit("/", 1)[-1]: s["problem"] for s in summary["skipped"]}
-    assert set(problems) == {"empty.wav", "silent.wav", "nan.wav", "text.wav"}
+    assert set(problems) == {"empty.wav", "silent.wav", "nan.wav", "text.wav", "garbled.wav",
+                             "long.wav"}
     assert "NaN" in problems["nan.wav"] and "empty" in problems["empty.wav"]
+    assert "too long" in problems["long.wav"] and "silent" in problems["silent.wav"]
+    assert "unreadable" in problems["text.wav"] and "unreadable" in problems["garbled.wav"]
+    # clipped audio is processed (with a warning), other rates resampled, stereo downmixed
+    assert summary["utterances"] == 4
     written = sorted(p.name for p in (tmp_path / "out" / "enhanced").iterdir())
-    assert written == ["good.wav"]
+    assert written == ["clipped.wav", "good.wav", "rate44k.wav", "stereo.wav"]
+    rate44k, rate = sf.read(tmp_path / "out" / "enhanced" / "rate44k.wav")
+    assert rate == 16000 and abs(len(rate44k) - len(noisy)) <= 2
+
+
+def test_unwritable_output_folder_is_a_clear_error(tmp_path, shared_audio):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(SystemExit, match="output folder is not writable"):
+        run_recipe("mpol_voicebank.yaml", tmp_path, output_folder=blocker / "out")
+
+
+def test_output_path_equal_to_input_is_refused(tmp_path, shared_audio):
+    metricgan_folder()
+    enhanced = tmp_path / "out" / "enhanced"
+    enhanced.mkdir(parents=True)
+    noisy, _ = real_mixture(shared_audio, seconds=1.0)
+    sf.write(enhanced / "x.wav", noisy.numpy(), 16000)
+    before = (enhanced / "x.wav").read_bytes()
+    summary = run_recipe("mpol_voicebank.yaml", tmp_path, f"--data_folder={enhanced}")
+    assert summary["utterances"] == 0
+    assert "refusing to overwrite an input" in summary["skipped"][0]["problem"]
+    assert (enhanced / "x.wav").read_bytes() == before
 
 
 def test_missing_model_stops_with_a_helpful_message(tmp_path, shared_audio):
