@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from speechbrain_mpol.chunking import enhance_chunked
 from speechbrain_mpol.hooks import MaskHook, MaskView, run_enhancer
 from speechbrain_mpol.objective import reference_gain, sign_penalty, wasserstein_1d
 
@@ -149,6 +150,9 @@ class Adapter(nn.Module):
         Length of the adaptation pass's crop of each utterance.
     sample_rate : int
         Sample rate of the waveforms.
+    chunk_seconds : float or None
+        Utterances longer than this are enhanced chunk by chunk with cross-faded overlaps
+        (bounded memory for arbitrarily long files); adaptation always uses the crop.
     rollback_threshold : float or None
         Continual-mode guard: before each update, the loss under the current weights is
         compared with the loss under the source weights on the same crop; if it is more than
@@ -169,6 +173,7 @@ class Adapter(nn.Module):
         source_pull: float = 0.2,
         crop_seconds: float | None = 4.0,
         sample_rate: int = 16000,
+        chunk_seconds: float | None = 30.0,
         rollback_threshold: float | None = None,
     ):
         super().__init__()
@@ -183,6 +188,7 @@ class Adapter(nn.Module):
         self.clip_grad_norm = clip_grad_norm
         self.source_pull = float(source_pull)
         self.sample_rate = int(sample_rate)
+        self.chunk_seconds = chunk_seconds
         self.crop_samples = None if crop_seconds is None else int(crop_seconds * sample_rate)
         self.opt_class = opt_class or (lambda p: torch.optim.AdamW(p, lr=5e-4))
 
@@ -276,12 +282,25 @@ class Adapter(nn.Module):
 
     # ----------------------------------------------------------------- passes
     @torch.no_grad()
+    def enhance(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Enhance with the current weights; single long utterances go chunk by chunk."""
+        long = self.chunk_seconds and wavs.shape[1] > self.chunk_seconds * self.sample_rate
+        if long and wavs.shape[0] == 1:
+            ones = torch.ones(1, device=wavs.device)
+            out = enhance_chunked(
+                lambda w: run_enhancer(self.enhancer, w, ones, self.sample_rate),
+                wavs[0], self.chunk_seconds, min(1.0, self.chunk_seconds / 4), self.sample_rate,
+            )[None]
+        else:
+            out = run_enhancer(self.enhancer, wavs, lengths, self.sample_rate)
+        self.hook.clear()
+        return out
+
+    @torch.no_grad()
     def predict(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Enhance with the current weights, no gradient."""
         self.counts["forward"] += 1
-        out = run_enhancer(self.enhancer, wavs, lengths, self.sample_rate)
-        self.hook.clear()
-        return out
+        return self.enhance(wavs, lengths)
 
     @torch.no_grad()
     def predict_source(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -289,10 +308,9 @@ class Adapter(nn.Module):
         current = copy.deepcopy(self.model.state_dict())
         self.model.load_state_dict(self.source_state)
         try:
-            out = run_enhancer(self.enhancer, wavs, lengths, self.sample_rate)
+            out = self.enhance(wavs, lengths)
         finally:
             self.model.load_state_dict(current)
-            self.hook.clear()
         return out
 
     def loss(self, view: MaskView) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

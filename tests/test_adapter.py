@@ -147,3 +147,13 @@ def test_rollback_guard_keeps_improving_updates(metricgan_enhancer):
     for i in range(3):
         adapter(noisy_batch(seed=i), torch.ones(1))
     assert adapter.counts["rollbacks"] == 0 and adapter.counts["updates"] == 3
+
+
+def test_long_utterance_is_enhanced_in_chunks_with_its_length(metricgan_enhancer):
+    adapter = make_adapter(metricgan_enhancer, chunk_seconds=2.0, crop_seconds=1.0,
+                           accumulation=1)
+    wavs = noisy_batch(seconds=5.0)
+    out = adapter(wavs, torch.ones(1))
+    assert out.shape == wavs.shape and torch.isfinite(out).all()
+    # the adaptation pass only ever saw the 1 s crop
+    assert adapter.counts["backward"] == 1 and adapter.counts["updates"] == 1
