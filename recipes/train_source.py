@@ -104,28 +104,14 @@ def log_magnitude(hparams: dict, wavs: torch.Tensor) -> torch.Tensor:
     return torch.log1p(hparams["spectral_magnitude"](hparams["compute_stft"](wavs)))
 
 
-def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Scale-invariant SDR in dB (zero-mean signals, optimal scaling of the reference)."""
-    reference = reference - reference.mean()
-    estimate = estimate - estimate.mean()
-    scale = np.dot(estimate, reference) / max(np.dot(reference, reference), 1e-12)
-    target = scale * reference
-    noise = estimate - target
-    return float(10 * np.log10(max(np.sum(target**2), 1e-12) / max(np.sum(noise**2), 1e-12)))
-
-
-def score(clean: np.ndarray, estimate: np.ndarray, sample_rate: int = 16000) -> dict:
-    """Wide-band PESQ, STOI and SI-SDR of ``estimate`` against ``clean``."""
-    from pesq import pesq
-    from pystoi import stoi
+def score(clean: np.ndarray, estimate: np.ndarray, sample_rate: int = 16000) -> dict[str, float]:
+    """Wide-band PESQ, STOI and SI-SDR of ``estimate`` against ``clean`` (shared metrics)."""
+    from speechbrain_mpol.metrics import evaluate_pair
 
     n = min(len(clean), len(estimate))
-    clean, estimate = clean[:n].astype(np.float64), estimate[:n].astype(np.float64)
-    return {
-        "pesq": float(pesq(sample_rate, clean, estimate, "wb")),
-        "stoi": float(stoi(clean, estimate, sample_rate, extended=False)),
-        "si_sdr": si_sdr(clean, estimate),
-    }
+    scores = evaluate_pair(clean[:n], estimate[:n], sample_rate, composite_measures=False)
+    return {k: scores[k] for k in ("pesq", "stoi", "si_sdr")}
+
 
 
 class SourceBrain(sb.Brain):
