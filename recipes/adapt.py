@@ -6,6 +6,12 @@ Usage::
     python recipes/adapt.py hparams/mpol_voicebank.yaml
     python recipes/adapt.py hparams/mpol_voicebank.yaml --data_folder=/path/to/noisy_wavs
     python recipes/adapt.py hparams/mpol_voicebank.yaml --data_folder=manifest.csv --device=cuda
+    torchrun --nproc_per_node=4 recipes/adapt.py hparams/mpol_voicebank.yaml \
+        --data_folder=manifest.csv --distributed_backend=nccl --device=cuda   # or gloo on CPU
+
+Under ``torchrun`` each process enhances and adapts on its own contiguous shard of the
+manifest (its own stream: no gradient is shared), writes ``rank<r>/``, and rank 0 merges the
+per-rank ``results.csv`` into ``<output_folder>/results.csv`` in manifest order.
 
 With no ``--data_folder`` the small example set built from ``../shared/audio`` is used (real
 speech + real noise at 0/5/10 dB, with clean references). Outputs go to ``output_folder``:
@@ -33,6 +39,11 @@ from speechbrain_mpol.brain import (  # noqa: E402
     audio_pipeline,
     check_output_folder,
     validate_manifest,
+)
+from speechbrain_mpol.distributed import (  # noqa: E402
+    merge_result_csvs,
+    rank_and_world,
+    shard_rows,
 )
 from speechbrain_mpol.hooks import attach_hook  # noqa: E402
 from speechbrain_mpol.loading import load_enhancer  # noqa: E402
@@ -115,6 +126,14 @@ def main(argv: list[str]) -> dict:
         output_dir=Path(hparams["output_folder"]) / "enhanced",
     )
     hparams["skipped"] = skipped
+    rank, world = rank_and_world()
+    root = Path(hparams["output_folder"])
+    ids_in_order = list(ok)
+    if world > 1:
+        sb.utils.distributed.ddp_init_group(run_opts)
+        ok = shard_rows(ok, rank, world)
+        hparams["output_folder"] = str(root / f"rank{rank}")
+        hparams["skipped"] = skipped if rank == 0 else []
     dataset = sb.dataio.dataset.DynamicItemDataset.from_csv(manifest)
     dataset = dataset.filtered_sorted(key_test={"id": lambda uid: uid in set(ok)})
     dataset.add_dynamic_item(audio_pipeline(hparams["sample_rate"], hparams.get("max_seconds")))
@@ -131,6 +150,15 @@ def main(argv: list[str]) -> dict:
         logger.error("no usable input files in %s", manifest)
         brain.on_evaluate_start()
         brain.on_stage_end(sb.Stage.TEST, None)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if rank == 0:
+            all_ok = [i for r in range(world) for i in shard_rows(ids_in_order, r, world)]
+            merge_result_csvs([root / f"rank{r}" / "results.csv" for r in range(world)],
+                              root / "results.csv", manifest_ids=all_ok)
+        dist.barrier()
     return brain.summary
 
 
