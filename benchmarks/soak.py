@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO / "recipes"))
 from prepare_shifts import SHIFT_FUNCTIONS, audio_folder, split_material  # noqa: E402
 
 from speechbrain_mpol.adapter import MPolAdapter  # noqa: E402
-from speechbrain_mpol.brain import write_rows  # noqa: E402
 from speechbrain_mpol.hooks import attach_hook  # noqa: E402
+from speechbrain_mpol.manifest import write_rows  # noqa: E402
 from speechbrain_mpol.metrics import pesq_wb  # noqa: E402
 
 SHIFTS = ("speaker", "noise", "low_snr", "reverb", "level", "bandlimit")

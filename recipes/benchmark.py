@@ -47,8 +47,8 @@ from adapt import load_model  # noqa: E402
 
 from speechbrain_mpol.adapter import MPolObjective, measure  # noqa: E402
 from speechbrain_mpol.audio import read_audio  # noqa: E402
-from speechbrain_mpol.brain import write_rows  # noqa: E402
 from speechbrain_mpol.hooks import attach_hook, run_enhancer  # noqa: E402
+from speechbrain_mpol.manifest import write_rows  # noqa: E402
 from speechbrain_mpol.metrics import evaluate_pair, paired_bootstrap_ci  # noqa: E402
 from speechbrain_mpol.objective import REFERENCES, reference_gain, wasserstein_1d  # noqa: E402
 

@@ -32,8 +32,8 @@ from benchmark import build_stream, load_shift, run_stream  # noqa: E402
 
 from speechbrain_mpol.adapter import MPolAdapter  # noqa: E402
 from speechbrain_mpol.baselines import SourceAdapter  # noqa: E402
-from speechbrain_mpol.brain import write_rows  # noqa: E402
 from speechbrain_mpol.hooks import attach_hook  # noqa: E402
+from speechbrain_mpol.manifest import write_rows  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

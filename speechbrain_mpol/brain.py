@@ -22,6 +22,7 @@ import speechbrain as sb
 import torch
 
 from speechbrain_mpol.audio import AudioError, read_audio, write_audio
+from speechbrain_mpol.manifest import write_rows
 from speechbrain_mpol.metrics import evaluate_pair, paired_bootstrap_ci
 
 logger = logging.getLogger(__name__)
@@ -257,19 +258,6 @@ class MPolBrain(sb.Brain):
                 }
             summary["adapted_minus_source"] = delta
         return summary
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """Write dict rows as CSV atomically (columns: union of keys, in first-seen order)."""
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(k for k in row if k not in fields)
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def format_summary(summary: dict) -> str:

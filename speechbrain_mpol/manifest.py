@@ -74,13 +74,40 @@ def write_manifest(
                 "clean_wav": str(clean.resolve()) if clean and clean.is_file() else "",
             }
         )
-    tmp = csv_path.with_suffix(".csv.tmp")
+    return write_rows(csv_path, rows, FIELDS)
+
+
+def write_rows(
+    path: str | os.PathLike, rows: list[dict], fields: list[str] | None = None
+) -> Path:
+    """Write dict rows as CSV atomically (a temporary file, then a rename).
+
+    Arguments
+    ---------
+    path : str or PathLike
+        Target CSV.
+    rows : list of dict
+        The rows.
+    fields : list of str, optional
+        Columns; by default the union of the rows' keys in first-seen order.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    if fields is None:
+        fields = []
+        for row in rows:
+            fields.extend(k for k in row if k not in fields)
+    tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, csv_path)
-    return csv_path
+    os.replace(tmp, path)
+    return path
 
 
 def resolve_manifest(
