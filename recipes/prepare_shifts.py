@@ -82,6 +82,7 @@ if str(REPO / "recipes") not in sys.path:  # in_domain reuses prepare_source's c
     sys.path.insert(1, str(REPO / "recipes"))
 
 from speechbrain_mpol.audio import CLIP_LEVEL, read_audio, write_audio  # noqa: E402
+from speechbrain_mpol.manifest import write_rows  # noqa: E402
 from speechbrain_mpol.mixing import (  # noqa: E402
     apply_rir,
     band_limit,
@@ -364,17 +365,6 @@ STREAM_OF = {"level": "noise", "bandlimit": "noise"}
 # ------------------------------------------------------------------------------- building
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    # Beside the target, then renamed: an interrupted run never leaves a manifest that
-    # would make the next run skip the set.
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def _manifest_rows(path: Path) -> int | None:
     """Number of rows of an existing manifest whose audio files all exist, else None."""
     if not path.is_file():
@@ -416,7 +406,7 @@ def build_set(material: Material, split: str, shift: str, folder: Path, count: i
         name = mix.params["speech"].split("/")[-1].split(":")[-1].removesuffix(".wav")
         rows.append(_write_pair(folder, f"{split}_{shift}_{index:03d}_{name}", mix))
     manifest = folder / f"{split}_{shift}.csv"
-    _write_csv(manifest, MANIFEST_HEADER + PARAM_HEADER, rows)
+    write_rows(manifest, rows, MANIFEST_HEADER + PARAM_HEADER)
     return manifest
 
 
@@ -534,7 +524,7 @@ def prepare_example(
             "snr_db": snr, "rir": "", "noise_offset": offset, "text": ""}))
         uid = f"example_{index:02d}_{speech_path.stem}_{int(snr)}dB"
         rows.append(_write_pair(folder, uid, mix))
-    _write_csv(manifest, MANIFEST_HEADER + PARAM_HEADER, rows)
+    write_rows(manifest, rows, MANIFEST_HEADER + PARAM_HEADER)
     return manifest
 
 

@@ -27,7 +27,6 @@ Example
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import logging
 import multiprocessing
@@ -41,6 +40,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speechbrain_mpol.audio import write_audio  # noqa: E402
+from speechbrain_mpol.manifest import write_rows  # noqa: E402
 from speechbrain_mpol.mixing import mix_at_snr, peak_normalize, set_level  # noqa: E402
 from speechbrain_mpol.synthetic import (  # noqa: E402
     NOISE_KINDS,
@@ -113,17 +113,6 @@ def _make_utterance(job: tuple) -> tuple[list, list]:
     return row, meta
 
 
-def _write_csv(path: Path, header: list, rows: list) -> None:
-    # Written beside the target and renamed, so an interrupted run never leaves a manifest
-    # that would make the next run skip the split.
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def prepare_source(
     save_folder: str | os.PathLike,
     n_train: int = 1500,
@@ -170,8 +159,8 @@ def prepare_source(
                 results = list(pool.imap(_make_utterance, jobs, chunksize=8))
         else:
             results = [_make_utterance(job) for job in jobs]
-        _write_csv(folder / f"{split}_meta.csv", META_HEADER, [m for _, m in results])
-        _write_csv(manifests[split], MANIFEST_HEADER, [r for r, _ in results])
+        write_rows(folder / f"{split}_meta.csv", [m for _, m in results], META_HEADER)
+        write_rows(manifests[split], [r for r, _ in results], MANIFEST_HEADER)
         hours = sum(float(r[1]) for r, _ in results) / 3600
         logger.info("%s: %d utterances, %.2f h", split, len(results), hours)
     return manifests

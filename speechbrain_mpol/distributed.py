@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+from speechbrain_mpol.manifest import write_rows
 
 Row = TypeVar("Row")
 
@@ -168,18 +169,4 @@ def merge_result_csvs(
                 f"{missing[:10]}, {len(unexpected)} not in the manifest {unexpected[:10]}"
             )
         order = expected
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields or [key])
-            writer.writeheader()
-            for ident in order:
-                writer.writerow(rows[ident])
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out_path
+    return write_rows(out_path, [rows[ident] for ident in order], fields or [key])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
 from pathlib import Path
 
 from speechbrain_mpol.audio import duration_seconds
@@ -78,35 +79,52 @@ def write_manifest(
 
 
 def write_rows(
-    path: str | os.PathLike, rows: list[dict], fields: list[str] | None = None
+    path: str | os.PathLike, rows: list, fields: list[str] | None = None
 ) -> Path:
-    """Write dict rows as CSV atomically (a temporary file, then a rename).
+    """Write rows as CSV atomically (a temporary file beside it, then a rename).
+
+    An interrupted write leaves the previous file, or none, never a partial one.
 
     Arguments
     ---------
     path : str or PathLike
-        Target CSV.
-    rows : list of dict
-        The rows.
+        Target CSV; its folder is created if missing.
+    rows : list of dict or list of list
+        The rows; lists are matched to ``fields`` by position.
     fields : list of str, optional
-        Columns; by default the union of the rows' keys in first-seen order.
+        Columns; by default the union of the dict rows' keys in first-seen order.
 
     Returns
     -------
     Path
         ``path``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> out = write_rows(Path(tempfile.mkdtemp()) / "t.csv", [[1, "a"]], ["n", "s"])
+    >>> out.read_text().split()
+    ['n,s', '1,a']
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if fields is None:
         fields = []
         for row in rows:
             fields.extend(k for k in row if k not in fields)
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    rows = [row if isinstance(row, dict) else dict(zip(fields, row, strict=True))
+            for row in rows]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return path
 
 
