@@ -4,15 +4,16 @@
 Usage::
 
     python benchmarks/speed.py [--shared_folder ../shared] [--utterances 20] [--seconds 4]
-                               [--device cpu|cuda] [--models metricgan,gtcrn_vctk]
+                               [--device cpu|cuda] [--models metricgan,sepformer,gtcrn_vctk]
                                [--long_minutes 1,30] [--out results/speed]
 
 Audio: ``--utterances`` mixtures of ``--seconds`` each, built (seeded) from the real speech in
 ``<shared>/audio/speech`` and noise in ``<shared>/audio/noise`` at 0-10 dB SNR; the same audio
 for every model and method. Models: MetricGAN+ (the project's source model in
 ``pretrained/metricgan_source`` if present, else SpeechBrain's SpectralMaskEnhancement around a
-randomly initialised generator: same cost, said in the ``weights`` column) and GTCRN-VCTK
-(built from ``<shared>/models/gtcrn`` with ``recipes/prepare_gtcrn.py``; skipped if missing).
+randomly initialised generator: same cost, said in the ``weights`` column), the project's
+SepFormer source model (``pretrained/sepformer_source``) and GTCRN-VCTK (built from
+``<shared>/models/gtcrn`` with ``recipes/prepare_gtcrn.py``; skipped if missing).
 
 Methods: Source (no adaptation), MPol continual (the authors' schedule: accumulation 8, AdamW
 5e-4, clip 0.1, source pull 0.2, crop 4 s), MPol episodic with 1 and 5 steps, RemixIT (buffer
@@ -52,6 +53,7 @@ SR = 16000
 MODELS = {
     "metricgan": {"model_type": "metricgan", "params": ["linear2", "Learnable_sigmoid"]},
     "gtcrn_vctk": {"model_type": "gtcrn", "params": [r"bn\d?\.", r"_ln\.", r"de_convs\.4\."]},
+    "sepformer": {"model_type": "sepformer", "params": [r"masknet\..*norm", r"masknet\.output"]},
 }
 METHODS = ("source", "mpol_continual", "mpol_episodic_1", "mpol_episodic_5", "remixit")
 COLUMNS = ["model", "weights", "method", "device", "batch", "utterances", "audio_s", "wall_s",
@@ -117,6 +119,13 @@ def load_enhancer(model: str, shared: Path, device: str):
         enhancer.mods.to(device)
         enhancer.device = device
         return enhancer, "random generator"
+    if model == "sepformer":
+        from speechbrain.inference.separation import SepformerSeparation
+
+        folder = REPO / "pretrained" / "sepformer_source"
+        return SepformerSeparation.from_hparams(
+            source=str(folder), savedir=str(folder), run_opts=run_opts
+        ), "project source model"
     from prepare_gtcrn import prepare_gtcrn
 
     from speechbrain_mpol.models.interfaces import GTCRNEnhancement
@@ -299,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed passes over the audio per configuration (fastest kept)")
-    parser.add_argument("--models", default="metricgan,gtcrn_vctk")
+    parser.add_argument("--models", default="metricgan,sepformer,gtcrn_vctk")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--long_minutes", default="1,30")
     parser.add_argument("--out", default=str(REPO / "results" / "speed"))
@@ -327,6 +336,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     ).is_file():
         print(f"GTCRN checkpoints not in {args.shared_folder}/models/gtcrn: GTCRN skipped")
         models.remove("gtcrn_vctk")
+    if "sepformer" in models and not (
+        REPO / "pretrained" / "sepformer_source" / "hyperparams.yaml"
+    ).is_file():
+        print("pretrained/sepformer_source missing (recipes/train_source_sepformer.py): skipped")
+        models.remove("sepformer")
     rows = []
     for model in models:
         for method in methods:

@@ -38,19 +38,31 @@ from speechbrain_mpol.manifest import write_rows  # noqa: E402
 logger = logging.getLogger(__name__)
 
 
+#: The grid keys every sweep has; a model's ``grid`` may add more (e.g. ``noise_frames``).
+BASE_KEYS = ("reference", "mode", "lr", "steps", "params", "compare_in")
+
+
 def configurations(grid: dict, param_sets: dict) -> list[dict]:
-    """The Cartesian grid, without duplicates (``steps`` only matters in episodic mode)."""
+    """The Cartesian grid, without duplicates (``steps`` only matters in episodic mode).
+
+    Example
+    -------
+    >>> grid = {"reference": ["self"], "mode": ["continual", "episodic"], "lr": [1e-3],
+    ...         "steps": [1, 3], "compare_in": ["linear"], "noise_frames": [32]}
+    >>> [(c["mode"], c["steps"]) for c in configurations(grid, {"norm": ["norm"]})]
+    [('continual', 1), ('episodic', 1), ('episodic', 3)]
+    """
+    keys = [*BASE_KEYS, *sorted(k for k in grid if k not in BASE_KEYS)]
+    values = [list(param_sets) if k == "params" else grid[k] for k in keys]
     seen, configs = set(), []
-    for ref, mode, lr, steps, params, domain in itertools.product(
-        grid["reference"], grid["mode"], grid["lr"], grid["steps"], param_sets,
-        grid["compare_in"],
-    ):
-        steps = steps if mode == "episodic" else 1
-        key = (ref, mode, lr, steps, params, domain)
+    for combo in itertools.product(*values):
+        cfg = dict(zip(keys, combo, strict=True))
+        if cfg["mode"] != "episodic":
+            cfg["steps"] = 1
+        key = tuple(cfg.values())
         if key not in seen:
             seen.add(key)
-            configs.append(dict(zip(("reference", "mode", "lr", "steps", "params",
-                                     "compare_in"), key, strict=True)))
+            configs.append(cfg)
     return configs
 
 
@@ -88,11 +100,12 @@ def main(argv: list[str]) -> list[dict]:
     configs = configurations(grid, model_cfg["param_sets"])
     for i, cfg in enumerate(configs):
         def factory(enhancer, hook, cfg=cfg):
+            extra = {k: v for k, v in cfg.items() if k not in BASE_KEYS}
             return MPolAdapter(
                 enhancer, hook, reference=cfg["reference"], compare_in=cfg["compare_in"],
                 params=model_cfg["param_sets"][cfg["params"]], mode=cfg["mode"],
                 steps=cfg["steps"], opt_class=lambda p, lr=cfg["lr"]: torch.optim.AdamW(p, lr=lr),
-                **hparams["schedule"],
+                **{**hparams["schedule"], **model_cfg.get("adapter_options", {}), **extra},
             )
 
         pesq = stream(factory)
@@ -112,14 +125,15 @@ def main(argv: list[str]) -> list[dict]:
         out.mkdir(parents=True, exist_ok=True)
         write_rows(out / f"sweep_{model_name}.csv", ranked)
     source_line = ", ".join(f"{s} {v:.3f}" for s, v in source.items())
+    knobs = [*BASE_KEYS, *[k for k in configs[0] if k not in BASE_KEYS]]
     lines = [f"Sweep on the dev split, model {model_name}; Source PESQ: {source_line}", "",
-             "| reference | mode | lr | steps | params | compare_in | mean dPESQ (shifted) "
-             "| shifts improved | in-domain dPESQ | eligible |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| " + " | ".join(knobs) + " | mean dPESQ (shifted) | shifts improved "
+             "| in-domain dPESQ | eligible |",
+             "|" + "---|" * (len(knobs) + 4)]
     for e in ranked:
         lines.append(
-            f"| {e['reference']} | {e['mode']} | {e['lr']} | {e['steps']} | {e['params']} | "
-            f"{e['compare_in']} | {e['mean_delta_shifted']:+.4f} | {e['improved_shifts']} | "
+            "| " + " | ".join(str(e[k]) for k in knobs)
+            + f" | {e['mean_delta_shifted']:+.4f} | {e['improved_shifts']} | "
             f"{e['in_domain_delta']:+.4f} | {e['eligible']} |")
     text = "\n".join(lines) + "\n"
     (out / f"sweep_{model_name}.md").write_text(text)
