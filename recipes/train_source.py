@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -199,16 +200,29 @@ def export_model(hparams: dict, model: torch.nn.Module) -> Path:
     return folder
 
 
-def evaluate_export(hparams: dict) -> dict:
-    """Score noisy input and exported model on the test split, loading it like the hub model.
+def evaluate_export(hparams: dict, interface: type | None = None) -> dict:
+    """Score noisy input and the exported model on the test split, loading it like a hub model.
 
-    Returns a dict ``{"noisy": {...}, "model": {...}, "n": N}`` of mean PESQ-WB, STOI and
-    SI-SDR, and writes it to ``<output_folder>/source_test_scores.json``.
+    Arguments
+    ---------
+    hparams : dict
+        The training hyperparameters (``export_folder``, ``test_csv``, ``output_folder``).
+    interface : type, optional
+        The SpeechBrain pretrained interface that loads the export
+        (default ``SpectralMaskEnhancement``; ``SepformerSeparation`` for a SepFormer).
+
+    Returns
+    -------
+    dict
+        ``{"noisy": {...}, "model": {...}, "n": N}`` of mean PESQ-WB, STOI and SI-SDR, also
+        written to ``<output_folder>/source_test_scores.json``.
     """
-    from speechbrain.inference.enhancement import SpectralMaskEnhancement
+    from speechbrain_mpol.hooks import run_enhancer
 
+    if interface is None:
+        from speechbrain.inference.enhancement import SpectralMaskEnhancement as interface
     with tempfile.TemporaryDirectory() as savedir:
-        enhancer = SpectralMaskEnhancement.from_hparams(
+        model = interface.from_hparams(
             source=str(Path(hparams["export_folder"]).resolve()), savedir=savedir
         )
         with open(hparams["test_csv"], newline="") as f:
@@ -218,10 +232,9 @@ def evaluate_export(hparams: dict) -> dict:
             noisy = sf.read(row["noisy_wav"], dtype="float32")[0]
             clean = sf.read(row["clean_wav"], dtype="float32")[0]
             with torch.no_grad():
-                out = enhancer.enhance_batch(torch.from_numpy(noisy)[None],
-                                             lengths=torch.tensor([1.0]))[0].numpy()
+                out = run_enhancer(model, torch.from_numpy(noisy)[None], torch.ones(1))
             per_utt["noisy"].append(score(clean, noisy))
-            per_utt["model"].append(score(clean, out))
+            per_utt["model"].append(score(clean, out[0].numpy()))
     summary = {
         system: {m: float(np.mean([s[m] for s in scores])) for m in ("pesq", "stoi", "si_sdr")}
         for system, scores in per_utt.items()
@@ -238,8 +251,30 @@ def evaluate_export(hparams: dict) -> dict:
     return summary
 
 
-def main(argv: list[str]) -> None:
-    """Prepare data, train (resumable), export the best checkpoint, score it on test."""
+def train_and_export(
+    argv: list[str],
+    brain_class: type,
+    dataio: Callable[[dict], dict],
+    export: Callable[[dict], Path],
+    interface: type | None = None,
+) -> None:
+    """Prepare data, train (resumable), export the best checkpoint, score it on test.
+
+    Shared by the source-model recipes; ``--eval_only=True`` only scores the export.
+
+    Arguments
+    ---------
+    argv : list of str
+        Command line: the hparams file and overrides.
+    brain_class : type
+        The ``sb.Brain`` subclass that trains the model.
+    dataio : callable
+        ``hparams -> {"train": ..., "valid": ..., "test": ...}`` datasets.
+    export : callable
+        ``hparams -> folder``: writes the pretrained folder from the recovered modules.
+    interface : type, optional
+        The pretrained interface that loads the export (see :func:`evaluate_export`).
+    """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file) as fin:
         hparams = load_hyperpyyaml(fin, overrides)
@@ -261,11 +296,11 @@ def main(argv: list[str]) -> None:
         },
     )
     if hparams["eval_only"]:
-        evaluate_export(hparams)
+        evaluate_export(hparams, interface)
         return
 
-    datasets = dataio_prep(hparams)
-    brain = SourceBrain(
+    datasets = dataio(hparams)
+    brain = brain_class(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
         hparams=hparams,
@@ -284,9 +319,15 @@ def main(argv: list[str]) -> None:
     print(f"training wall time this run: {(time.time() - start) / 60:.1f} min", flush=True)
     # Export the best epoch by valid PESQ, not simply the last one.
     brain.checkpointer.recover_if_possible(max_key="pesq")
-    export_model(hparams, hparams["enhance_model"])
+    export(hparams)
     shutil.copy(hparams["train_log"], Path(hparams["output_folder"]) / "train_log_final.txt")
-    evaluate_export(hparams)
+    evaluate_export(hparams, interface)
+
+
+def main(argv: list[str]) -> None:
+    """Train the MetricGAN+ source model (see the module docstring)."""
+    train_and_export(argv, SourceBrain, dataio_prep,
+                     lambda hparams: export_model(hparams, hparams["enhance_model"]))
 
 
 if __name__ == "__main__":

@@ -23,12 +23,8 @@ speechbrain-mpol
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,12 +32,10 @@ import numpy as np
 import soundfile as sf
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from prepare_source import prepare_source  # noqa: E402
-from train_source import score  # noqa: E402
+from train_source import score, train_and_export  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -225,94 +219,11 @@ def export_model(hparams: dict) -> Path:
     return folder
 
 
-def evaluate_export(hparams: dict) -> dict:
-    """Score noisy input and the exported model on the test split, loaded like the hub model.
-
-    Returns ``{"noisy": {...}, "model": {...}, "n": N}`` of mean PESQ-WB, STOI and SI-SDR,
-    also written to ``<output_folder>/source_test_scores.json``.
-    """
+def main(argv: list[str]) -> None:
+    """Train the SepFormer source model (see the module docstring)."""
     from speechbrain.inference.separation import SepformerSeparation
 
-    with tempfile.TemporaryDirectory() as savedir:
-        separator = SepformerSeparation.from_hparams(
-            source=str(Path(hparams["export_folder"]).resolve()), savedir=savedir
-        )
-        with open(hparams["test_csv"], newline="") as f:
-            rows = list(csv.DictReader(f))
-        per_utt = {"noisy": [], "model": []}
-        for row in rows:
-            noisy = sf.read(row["noisy_wav"], dtype="float32")[0]
-            clean = sf.read(row["clean_wav"], dtype="float32")[0]
-            with torch.no_grad():
-                out = separator.separate_batch(torch.from_numpy(noisy)[None])[0, :, 0].numpy()
-            per_utt["noisy"].append(score(clean, noisy))
-            per_utt["model"].append(score(clean, out))
-    summary = {
-        system: {m: float(np.mean([s[m] for s in scores])) for m in ("pesq", "stoi", "si_sdr")}
-        for system, scores in per_utt.items()
-    }
-    summary["n"] = len(rows)
-    out_file = Path(hparams["output_folder"]) / "source_test_scores.json"
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"source test split ({len(rows)} utterances):", flush=True)
-    for system in ("noisy", "model"):
-        s = summary[system]
-        print(f"  {system:6s} PESQ-WB {s['pesq']:.3f}  STOI {s['stoi']:.3f}  "
-              f"SI-SDR {s['si_sdr']:.2f} dB", flush=True)
-    return summary
-
-
-def main(argv: list[str]) -> None:
-    """Prepare data, train (resumable), export the best checkpoint, score it on test."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    torch.set_num_threads(int(hparams["num_threads"]))
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
-    sb.utils.distributed.run_on_main(
-        prepare_source,
-        kwargs={
-            "save_folder": hparams["data_folder"],
-            "n_train": hparams["n_train"],
-            "n_valid": hparams["n_valid"],
-            "n_test": hparams["n_test"],
-            "seed": hparams["data_seed"],
-            "num_workers": hparams["prep_workers"],
-        },
-    )
-    if hparams["eval_only"]:
-        evaluate_export(hparams)
-        return
-
-    datasets = dataio_prep(hparams)
-    brain = SepformerSourceBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    brain.max_grad_norm = hparams["max_grad_norm"]
-    n_params = sum(p.numel() for p in brain.modules.parameters())
-    print(f"SepFormer source model: {n_params:,} parameters", flush=True)
-    start = time.time()
-    brain.fit(
-        brain.hparams.epoch_counter,
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_options"],
-        valid_loader_kwargs=hparams["valid_dataloader_options"],
-    )
-    print(f"training wall time this run: {(time.time() - start) / 60:.1f} min", flush=True)
-    brain.checkpointer.recover_if_possible(max_key="pesq")
-    export_model(hparams)
-    shutil.copy(hparams["train_log"], Path(hparams["output_folder"]) / "train_log_final.txt")
-    evaluate_export(hparams)
+    train_and_export(argv, SepformerSourceBrain, dataio_prep, export_model, SepformerSeparation)
 
 
 if __name__ == "__main__":
