@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
+
+from speechbrain_mpol.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -135,18 +136,9 @@ def write_audio(
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
     if not np.isfinite(wav).all():
         raise AudioError(path, "refusing to write non-finite samples")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, np.clip(wav, -1.0, 1.0 - 1.0 / 32768), sample_rate, subtype="PCM_16",
                  format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def duration_seconds(path: str | os.PathLike) -> float:

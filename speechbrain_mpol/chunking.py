@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -56,6 +55,8 @@ from typing import NamedTuple
 import numpy as np
 import soundfile as sf
 import torch
+
+from speechbrain_mpol.atomic import atomic_path
 
 EnhanceFn = Callable[[torch.Tensor], torch.Tensor]
 RESCALE_MODES = ("noisy", None)
@@ -359,33 +360,25 @@ def enhance_file_chunked(
     (True, ['e.wav', 'noisy.wav'])
     """
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     overlap = _samples(overlap_seconds, sample_rate)
     fader = CrossFader(overlap, rescale)
     clip = not subtype.upper().startswith(("FLOAT", "DOUBLE"))
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with sf.SoundFile(tmp, mode="w", samplerate=sample_rate, channels=1, subtype=subtype,
-                          format="WAV") as sink:
-            for chunk in iter_chunks(in_path, chunk_seconds, overlap_seconds, sample_rate):
-                with torch.no_grad():
-                    enhanced = _enhance_one(enhance_fn, chunk.wav)
-                if chunk.start == 0 and chunk.last:
-                    done = enhanced  # one chunk: exactly the unchunked output
-                else:
-                    done = fader.push(chunk, enhanced)
-                done = done.detach().cpu().float().numpy()
-                if not np.isfinite(done).all():
-                    raise ValueError(f"{in_path}: enhance_fn returned non-finite samples")
-                if clip:
-                    done = np.clip(done, -1.0, 1.0 - 1.0 / 32768)
-                sink.write(done)
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(out_path) as tmp, sf.SoundFile(
+        tmp, mode="w", samplerate=sample_rate, channels=1, subtype=subtype, format="WAV"
+    ) as sink:
+        for chunk in iter_chunks(in_path, chunk_seconds, overlap_seconds, sample_rate):
+            with torch.no_grad():
+                enhanced = _enhance_one(enhance_fn, chunk.wav)
+            if chunk.start == 0 and chunk.last:
+                done = enhanced  # one chunk: exactly the unchunked output
+            else:
+                done = fader.push(chunk, enhanced)
+            done = done.detach().cpu().float().numpy()
+            if not np.isfinite(done).all():
+                raise ValueError(f"{in_path}: enhance_fn returned non-finite samples")
+            if clip:
+                done = np.clip(done, -1.0, 1.0 - 1.0 / 32768)
+            sink.write(done)
     return out_path
 
 

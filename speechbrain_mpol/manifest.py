@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from pathlib import Path
 
+from speechbrain_mpol.atomic import atomic_path
 from speechbrain_mpol.audio import duration_seconds
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -107,24 +107,16 @@ def write_rows(
     ['n,s', '1,a']
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if fields is None:
         fields = []
         for row in rows:
             fields.extend(k for k in row if k not in fields)
     rows = [row if isinstance(row, dict) else dict(zip(fields, row, strict=True))
             for row in rows]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
     return path
 
 
