@@ -66,6 +66,25 @@ def real_metricgan(tmp_path):
     return SpectralMaskEnhancement.from_hparams(source=str(folder), savedir=str(tmp_path / "mg"))
 
 
+def sepformer_folder() -> Path:
+    """SpeechBrain's SepFormer enhancement weights when in ../shared, else the project's own."""
+    for folder in (SHARED / "models" / "sepformer-wham16k-enhancement",
+                   REPO / "pretrained" / "sepformer_source"):
+        if (folder / "hyperparams.yaml").is_file():
+            return folder
+    raise FileNotFoundError("no SepFormer weights: neither ../shared/models/"
+                            "sepformer-wham16k-enhancement nor pretrained/sepformer_source")
+
+
+@pytest.fixture
+def real_sepformer(tmp_path):
+    """The real SepformerSeparation with real trained weights, loaded by from_hparams."""
+    from speechbrain.inference.separation import SepformerSeparation
+
+    return SepformerSeparation.from_hparams(source=str(sepformer_folder()),
+                                            savedir=str(tmp_path / "sepformer"))
+
+
 @pytest.fixture(scope="session")
 def gtcrn_folders(tmp_path_factory):
     """pretrained folders gtcrn-vctk / gtcrn-dns3 built from ../shared/models/gtcrn."""

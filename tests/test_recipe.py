@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from .conftest import REPO, SHARED, metricgan_folder, real_mixture
+from .conftest import REPO, SHARED, metricgan_folder, real_mixture, sepformer_folder
 
 sys.path.insert(0, str(REPO / "recipes"))
 
@@ -66,6 +66,18 @@ def test_gtcrn_recipe_offline_end_to_end(tmp_path, shared_audio):
     assert summary["adaptation"]["updates"] == 36  # episodic, 3 steps per utterance
     assert summary["model_source"].endswith("gtcrn-vctk")
     assert np.isfinite(summary["adapted_minus_source"]["pesq"]["mean"])
+
+
+def test_sepformer_recipe_offline_end_to_end(tmp_path, shared_audio):
+    """The hub id is unreachable here: the recipe falls back to a local SepFormer."""
+    sepformer_folder()
+    summary = run_recipe("mpol_sepformer.yaml", tmp_path)
+    assert summary["utterances"] == 12
+    assert summary["adaptation"]["updates"] == 36  # episodic, 3 steps per utterance
+    assert summary["model_source"] != "speechbrain/sepformer-wham16k-enhancement"
+    assert np.isfinite(summary["adapted_minus_source"]["pesq"]["mean"])
+    rows = read_results(tmp_path / "out")
+    assert all(float(r["objective_w1"]) >= 0 and float(r["objective_sign"]) == 0 for r in rows)
 
 
 def test_bad_files_are_skipped_and_reported(tmp_path, shared_audio):
