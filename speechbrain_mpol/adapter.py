@@ -321,24 +321,37 @@ class Adapter(nn.Module):
         """The unsupervised loss terms per utterance with the current weights, no update."""
         return measure(self.enhancer, self.hook, self.loss, wavs, lengths, self.sample_rate)
 
-    def backward_pass(self, wavs: torch.Tensor, lengths: torch.Tensor) -> bool:
-        """One forward/backward of the adaptation loss on the crop; False if it was not finite."""
+    def backward_pass(
+        self, wavs: torch.Tensor, lengths: torch.Tensor, keep_output: bool = False
+    ) -> bool | tuple[bool, torch.Tensor]:
+        """One forward/backward of the adaptation loss on the crop; False if it was not finite.
+
+        With ``keep_output`` the detached enhanced crop is returned too, as ``(ok, output)``:
+        when the crop is the whole utterance it is exactly the prediction of the current
+        weights, so continual adaptation needs no separate inference pass.
+        """
         wavs, lengths = crop_batch(wavs, lengths, self.crop_samples)
         with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
-            run_enhancer(self.enhancer, wavs, lengths, self.sample_rate)
+            out = run_enhancer(self.enhancer, wavs, lengths, self.sample_rate).detach()
             view = self.hook.view()
             view.lengths = lengths
             loss, parts = self.loss(view)
             self.counts["forward"] += 1
             self.last_parts = parts
-            if not torch.isfinite(loss):
+            ok = bool(torch.isfinite(loss))
+            if ok:
+                loss.backward()
+                self.counts["backward"] += 1
+            else:
                 self.counts["skipped_nonfinite"] += 1
-                self.hook.clear()
-                return False
-            loss.backward()
-            self.counts["backward"] += 1
         self.hook.clear()
-        return True
+        return (ok, out) if keep_output else ok
+
+    def crop_is_whole(self, wavs: torch.Tensor) -> bool:
+        """True if the adaptation crop is the whole batch and it is enhanced in one piece."""
+        samples = wavs.shape[1]
+        chunked = self.chunk_seconds and samples > self.chunk_seconds * self.sample_rate
+        return (self.crop_samples is None or samples <= self.crop_samples) and not chunked
 
     def update(self) -> None:
         """Clip, step, zero the gradients; skip the step if a gradient is not finite."""
@@ -380,8 +393,14 @@ class Adapter(nn.Module):
                 else:
                     self.optimizer.zero_grad(set_to_none=True)
             return self.predict(wavs, lengths)
-        out = self.predict(wavs, lengths)
-        if self.backward_pass(wavs, lengths):
+        if self.crop_is_whole(wavs):
+            # One pass serves both: the update happens only after it, so its output is the
+            # prediction of the current weights (1 forward + 1 backward instead of 2 + 1).
+            ok, out = self.backward_pass(wavs, lengths, keep_output=True)
+        else:
+            out = self.predict(wavs, lengths)
+            ok = self.backward_pass(wavs, lengths)
+        if ok:
             self.pending += wavs.shape[0]
         if self.pending >= self.accumulation:
             if self.rollback_threshold is not None and self.drifted(wavs, lengths):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from speechbrain_mpol.adapter import MPolAdapter, crop_batch, select_parameters
-from speechbrain_mpol.hooks import attach_hook
+from speechbrain_mpol.hooks import attach_hook, run_enhancer
 
 SELECTED = ["linear2", "Learnable_sigmoid"]
 
@@ -64,7 +64,32 @@ def test_accumulation_steps_every_n_utterances(metricgan_enhancer):
         adapter(noisy_batch(seed=i), torch.ones(1))
     assert adapter.counts["updates"] == 2
     assert adapter.counts["backward"] == 7
-    assert adapter.counts["forward"] == 14  # one inference + one adaptation pass each
+    # the crop is the whole utterance: its adaptation pass is also its prediction
+    assert adapter.counts["forward"] == 7
+
+
+def test_continual_prediction_is_the_current_weights_output(metricgan_enhancer):
+    """The fused pass returns what a separate no-gradient inference would, update or not."""
+    adapter = make_adapter(metricgan_enhancer, accumulation=1, source_pull=0.0)
+    for seed in range(3):
+        wavs = noisy_batch(seed=seed)
+        with torch.no_grad():
+            expected = run_enhancer(metricgan_enhancer, wavs, torch.ones(1))
+        out = adapter(wavs, torch.ones(1))
+        assert torch.allclose(out, expected, atol=1e-6)
+        assert not out.requires_grad
+    assert adapter.counts["updates"] == 3 and adapter.counts["forward"] == 3
+
+
+def test_continual_longer_than_the_crop_predicts_separately(metricgan_enhancer):
+    adapter = make_adapter(metricgan_enhancer, accumulation=1, crop_seconds=0.5)
+    wavs = noisy_batch()
+    assert wavs.shape[1] > 8000
+    with torch.no_grad():
+        expected = run_enhancer(metricgan_enhancer, wavs, torch.ones(1))
+    out = adapter(wavs, torch.ones(1))
+    assert out.shape == wavs.shape and torch.allclose(out, expected, atol=1e-6)
+    assert adapter.counts["forward"] == 2 and adapter.counts["backward"] == 1
 
 
 def test_source_pull_moves_weights_by_the_configured_fraction(metricgan_enhancer):
