@@ -142,7 +142,7 @@ def test_unknown_reference_is_a_clear_error():
 
 def test_sign_penalty_and_loss_weights():
     mask = torch.tensor([[[-0.5, 0.5], [1.0, -1.5]]], requires_grad=True)
-    assert float(sign_penalty(mask)[0]) == pytest.approx(0.5)
+    assert float(sign_penalty(mask)[0].detach()) == pytest.approx(0.5)
     ref = torch.tensor([[[0.0, 0.5], [1.0, 0.0]]])
     loss, parts = mpol_loss(mask, ref, sign_weight=10.0, wasser_weight=1.0)
     expected = 10 * 0.5 + float(parts["w1"][0])
