@@ -146,6 +146,6 @@ def test_sign_penalty_and_loss_weights():
     ref = torch.tensor([[[0.0, 0.5], [1.0, 0.0]]])
     loss, parts = mpol_loss(mask, ref, sign_weight=10.0, wasser_weight=1.0)
     expected = 10 * 0.5 + float(parts["w1"][0])
-    assert float(loss) == pytest.approx(expected)
+    assert float(loss.detach()) == pytest.approx(expected)
     loss.backward()
     assert mask.grad is not None and np.isfinite(mask.grad.numpy()).all()
