@@ -38,6 +38,7 @@ from speechbrain_mpol.adapter import MPolAdapter  # noqa: E402
 from speechbrain_mpol.hooks import attach_hook  # noqa: E402
 from speechbrain_mpol.manifest import write_rows  # noqa: E402
 from speechbrain_mpol.metrics import pesq_wb  # noqa: E402
+from speechbrain_mpol.shared import find_shared_folder  # noqa: E402
 
 SHIFTS = ("speaker", "noise", "low_snr", "reverb", "level", "bandlimit")
 MODELS = {
@@ -72,7 +73,7 @@ def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--utterances", type=int, default=1000)
     parser.add_argument("--model", choices=sorted(MODELS), default="gtcrn_vctk")
-    parser.add_argument("--shared_folder", default="../shared")
+    parser.add_argument("--shared_folder", default=find_shared_folder())
     parser.add_argument("--seconds", type=float, default=3.0, help="speech crop per utterance")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--reference", default="self", help="self | noisy_wiener | ...")

@@ -301,7 +301,8 @@ def targets(rows: list[dict], long_minutes: list[float]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shared_folder", default=str(REPO.parent / "shared"))
+    parser.add_argument("--shared_folder", default=None,
+                        help="default: ../shared, found as in speechbrain_mpol.shared")
     parser.add_argument("--utterances", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -318,6 +319,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--minutes", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from speechbrain_mpol.shared import find_shared_folder
+
+    args.shared_folder = find_shared_folder(args.shared_folder or "../shared")
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here; nothing measured (use --device cpu)")

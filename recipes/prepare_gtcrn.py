@@ -37,6 +37,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from speechbrain_mpol.models.gtcrn import GTCRN  # noqa: E402
+from speechbrain_mpol.shared import find_shared_folder  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ CHECKPOINTS = {
     "gtcrn-vctk": "model_trained_on_vctk.tar",
     "gtcrn-dns3": "model_trained_on_dns3.tar",
 }
-DEFAULT_SHARED = REPO.parent / "shared" / "models" / "gtcrn"
+DEFAULT_SHARED = Path(find_shared_folder()) / "models" / "gtcrn"
 DEFAULT_SAVE_ROOT = REPO / "pretrained_models"
 TEMPLATE = REPO / "hparams" / "models" / "gtcrn.yaml"
 SAMPLE_RATE = 16000
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="where gtcrn-vctk/ and gtcrn-dns3/ are written")
     parser.add_argument("--evaluate", action="store_true",
                         help="score noisy / VCTK / DNS3 on real speech + real noise")
-    parser.add_argument("--audio_dir", default=str(REPO.parent / "shared" / "audio"),
+    parser.add_argument("--audio_dir", default=str(Path(find_shared_folder()) / "audio"),
                         help="shared audio folder used by --evaluate")
     parser.add_argument("--level_dbfs", type=float, default=None,
                         help="--evaluate: scale each mixture to this RMS level (dBFS)")

@@ -91,6 +91,7 @@ from speechbrain_mpol.mixing import (  # noqa: E402
     peak_normalize,
     set_level,
 )
+from speechbrain_mpol.shared import find_shared_folder  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -153,13 +154,11 @@ class Mixture:
 def audio_folder(shared_folder: str | os.PathLike) -> Path:
     """The folder with ``speech/``, ``noise/`` and ``rir/``: ``<shared_folder>/audio``.
 
-    A relative ``shared_folder`` is taken relative to the repository root (the default
-    ``../shared`` then works from any working directory); a folder that itself holds
-    ``speech/`` is accepted as well.
+    ``shared_folder`` is resolved by :func:`~speechbrain_mpol.shared.find_shared_folder` (the
+    default ``../shared`` then works from any working directory and from a clone); a folder
+    that itself holds ``speech/`` is accepted as well.
     """
-    shared = Path(shared_folder)
-    if not shared.is_absolute():
-        shared = (REPO / shared).resolve()
+    shared = Path(find_shared_folder(shared_folder))
     for folder in (shared / "audio", shared):
         if (folder / "speech").is_dir() and (folder / "noise").is_dir():
             return folder

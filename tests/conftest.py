@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from speechbrain_mpol.shared import find_shared_folder
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(find_shared_folder())
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from speechbrain_mpol.models.gtcrn import GTCRN, gtcrn_stft
+from speechbrain_mpol.shared import find_shared_folder
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).parents[1].parent / "shared"
+SHARED = Path(find_shared_folder())
 GTCRN_DIR = SHARED / "models" / "gtcrn"
 AUDIO_DIR = SHARED / "audio"
 sys.path.insert(0, str(REPO / "recipes"))

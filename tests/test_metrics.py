@@ -20,8 +20,9 @@ from speechbrain_mpol.metrics import (
     stoi,
     wss,
 )
+from speechbrain_mpol.shared import find_shared_folder
 
-AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+AUDIO = Path(find_shared_folder()) / "audio"
 RATE = 16000
 SNRS = (20.0, 5.0, 0.0, -5.0)  # descending: every score must not increase along it
 

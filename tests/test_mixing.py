@@ -17,9 +17,10 @@ from speechbrain_mpol.mixing import (
     set_level,
     snr_db,
 )
+from speechbrain_mpol.shared import find_shared_folder
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(find_shared_folder())
 AUDIO = SHARED / "audio"
 RATE = 16000
 
