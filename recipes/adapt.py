@@ -120,7 +120,10 @@ def main(argv: list[str]) -> dict:
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    manifest = prepare_data(hparams)
+    try:
+        manifest = prepare_data(hparams)
+    except (FileNotFoundError, ValueError) as err:  # missing shared audio, bad data_folder
+        sys.exit(f"error: {err}")
     ok, skipped = validate_manifest(
         manifest, hparams["sample_rate"], hparams.get("max_seconds"),
         output_dir=Path(hparams["output_folder"]) / "enhanced",

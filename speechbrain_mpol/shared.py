@@ -34,12 +34,13 @@ def clone_origin(repo: Path = REPO) -> Path | None:
 
 
 def find_shared_folder(folder: str | os.PathLike = DEFAULT) -> str:
-    """Resolve the shared folder: the first of these candidates that exists.
+    """Resolve the configured shared folder to an absolute path.
 
-    ``folder`` as given (relative to the working directory), ``folder`` relative to the
-    repository root, ``$MPOL_SHARED_FOLDER``, and ``folder`` relative to the local checkout
-    this one was cloned from. If none exists, the repository-relative path is returned, so that
-    the error that follows names where the material was expected.
+    An absolute ``folder`` is used as it is. A relative one becomes the first that exists of:
+    ``folder`` relative to the working directory, relative to the repository root,
+    ``$MPOL_SHARED_FOLDER``, and ``folder`` relative to the local checkout this one was cloned
+    from. If none exists, the repository-relative path is returned, so that the error that
+    follows names where the material was expected.
 
     Arguments
     ---------
@@ -59,10 +60,12 @@ def find_shared_folder(folder: str | os.PathLike = DEFAULT) -> str:
     True
     """
     folder = Path(folder)
+    if folder.is_absolute():  # an explicit location is used as it is, even when missing
+        return str(folder)
     candidates = [folder, REPO / folder]
     if os.environ.get(ENV_VAR):
         candidates.append(Path(os.environ[ENV_VAR]))
-    if not folder.is_absolute() and (origin := clone_origin()) is not None:
+    if (origin := clone_origin()) is not None:
         candidates.append(origin / folder)
     for candidate in candidates:
         if candidate.is_dir():

@@ -82,6 +82,15 @@ def test_sepformer_recipe_offline_end_to_end(tmp_path, shared_audio):
     assert all(float(r["objective_w1"]) >= 0 and float(r["objective_sign"]) == 0 for r in rows)
 
 
+def test_missing_shared_audio_is_a_clear_error(tmp_path):
+    from adapt import main
+
+    with pytest.raises(SystemExit, match="shared audio folder not found"):
+        main([str(REPO / "hparams" / "mpol_voicebank.yaml"),
+              f"--output_folder={tmp_path / 'out'}", f"--example_folder={tmp_path / 'ex'}",
+              f"--shared_folder={tmp_path / 'none'}"])
+
+
 def test_bad_files_are_skipped_and_reported(tmp_path, shared_audio):
     metricgan_folder()
     folder = tmp_path / "in"

@@ -7,9 +7,9 @@ import pytest
 from speechbrain_mpol.shared import ENV_VAR, clone_origin, find_shared_folder
 
 
-def test_explicit_existing_folder_wins(tmp_path, monkeypatch):
-    monkeypatch.setenv(ENV_VAR, str(tmp_path / "elsewhere"))
-    assert find_shared_folder(tmp_path) == str(tmp_path.resolve())
+def test_explicit_absolute_folder_is_used_as_it_is(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    assert find_shared_folder(tmp_path / "missing") == str(tmp_path / "missing")
 
 
 def test_environment_variable_when_the_folder_is_missing(tmp_path, monkeypatch):
