@@ -322,13 +322,14 @@ class Adapter(nn.Module):
         return measure(self.enhancer, self.hook, self.loss, wavs, lengths, self.sample_rate)
 
     def backward_pass(
-        self, wavs: torch.Tensor, lengths: torch.Tensor, keep_output: bool = False
-    ) -> bool | tuple[bool, torch.Tensor]:
-        """One forward/backward of the adaptation loss on the crop; False if it was not finite.
+        self, wavs: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[bool, torch.Tensor]:
+        """One forward/backward of the adaptation loss on the crop.
 
-        With ``keep_output`` the detached enhanced crop is returned too, as ``(ok, output)``:
-        when the crop is the whole utterance it is exactly the prediction of the current
-        weights, so continual adaptation needs no separate inference pass.
+        Returns ``(ok, output)``: ``ok`` is False if the loss was not finite (no backward),
+        ``output`` the detached enhanced crop. When the crop is the whole utterance, that output
+        is exactly the prediction of the current weights, so continual adaptation needs no
+        separate inference pass.
         """
         wavs, lengths = crop_batch(wavs, lengths, self.crop_samples)
         with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
@@ -345,7 +346,7 @@ class Adapter(nn.Module):
             else:
                 self.counts["skipped_nonfinite"] += 1
         self.hook.clear()
-        return (ok, out) if keep_output else ok
+        return ok, out
 
     def crop_is_whole(self, wavs: torch.Tensor) -> bool:
         """True if the adaptation crop is the whole batch and it is enhanced in one piece."""
@@ -388,7 +389,7 @@ class Adapter(nn.Module):
         if self.mode == "episodic":
             self.reset()
             for _ in range(self.steps):
-                if self.backward_pass(wavs, lengths):
+                if self.backward_pass(wavs, lengths)[0]:
                     self.update()
                 else:
                     self.optimizer.zero_grad(set_to_none=True)
@@ -396,10 +397,10 @@ class Adapter(nn.Module):
         if self.crop_is_whole(wavs):
             # One pass serves both: the update happens only after it, so its output is the
             # prediction of the current weights (1 forward + 1 backward instead of 2 + 1).
-            ok, out = self.backward_pass(wavs, lengths, keep_output=True)
+            ok, out = self.backward_pass(wavs, lengths)
         else:
             out = self.predict(wavs, lengths)
-            ok = self.backward_pass(wavs, lengths)
+            ok = self.backward_pass(wavs, lengths)[0]
         if ok:
             self.pending += wavs.shape[0]
         if self.pending >= self.accumulation:
