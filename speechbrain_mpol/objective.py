@@ -105,6 +105,18 @@ def noise_estimate(
     return (picked * use[..., None]).sum(dim=1) / n_valid[:, None]
 
 
+def _uncompressed(magnitude: torch.Tensor, compression: float) -> torch.Tensor:
+    """``|.|^c`` back to linear magnitude, detached (references carry no gradient)."""
+    magnitude = magnitude.detach()
+    return magnitude ** (1.0 / compression) if compression != 1.0 else magnitude
+
+
+def _compressed_gain(gain: torch.Tensor, compression: float) -> torch.Tensor:
+    """A linear gain clipped to [0, 1], in the model's compressed domain (``G^c``)."""
+    gain = gain.clamp(0.0, 1.0)
+    return gain**compression if compression != 1.0 else gain
+
+
 def self_reference_gain(
     noisy: torch.Tensor,
     enhanced: torch.Tensor,
@@ -143,13 +155,9 @@ def self_reference_gain(
     >>> round(float(g[0, 0, 0]), 3), round(float(g[0, 39, 0]), 3)
     (0.0, 0.5)
     """
-    noisy, enhanced = noisy.detach(), enhanced.detach()
-    if compression != 1.0:
-        noisy, enhanced = noisy ** (1.0 / compression), enhanced ** (1.0 / compression)
+    noisy, enhanced = _uncompressed(noisy, compression), _uncompressed(enhanced, compression)
     noise = noise_estimate(noisy, enhanced, lengths, k)[:, None, :]
-    gain = enhanced / (enhanced + noise).clamp(min=GAIN_FLOOR)
-    gain = gain.clamp(0.0, 1.0)
-    return gain**compression if compression != 1.0 else gain
+    return _compressed_gain(enhanced / (enhanced + noise).clamp(min=GAIN_FLOOR), compression)
 
 
 def noisy_wiener_gain(
@@ -190,14 +198,11 @@ def noisy_wiener_gain(
     >>> round(float(g[0, 0, 0]), 3), round(float(g[0, 39, 0]), 3)
     (0.0, 0.99)
     """
-    noisy = noisy.detach()
-    if compression != 1.0:
-        noisy = noisy ** (1.0 / compression)
+    noisy = _uncompressed(noisy, compression)
     noise = noise_estimate(noisy, noisy, lengths, k)[:, None, :]
     power = noisy.pow(2)
     gain = (power - noise.pow(2)).clamp(min=0.0) / power.clamp(min=GAIN_FLOOR)
-    gain = gain.clamp(0.0, 1.0)
-    return gain**compression if compression != 1.0 else gain
+    return _compressed_gain(gain, compression)
 
 
 def decision_directed_gain(
@@ -243,9 +248,7 @@ def decision_directed_gain(
     >>> float(g[0, 0, 0]) < 0.05, float(g[0, 39, 0]) > 0.9
     (True, True)
     """
-    noisy = noisy.detach()
-    if compression != 1.0:
-        noisy = noisy ** (1.0 / compression)
+    noisy = _uncompressed(noisy, compression)
     noise_power = noise_estimate(noisy, noisy, lengths, k)[:, None, :].pow(2).clamp(min=GAIN_FLOOR)
     gamma = noisy.pow(2) / noise_power
     gains = []
@@ -256,8 +259,7 @@ def decision_directed_gain(
             prior = prior + alpha * previous.pow(2) * gamma[:, t - 1]
         previous = prior / (1 + prior)
         gains.append(previous)
-    gain = torch.stack(gains, dim=1).clamp(0.0, 1.0)
-    return gain**compression if compression != 1.0 else gain
+    return _compressed_gain(torch.stack(gains, dim=1), compression)
 
 
 #: The reference gains, by the name used in YAML (``reference:``).
