@@ -92,3 +92,36 @@ def select(
         and (redistributable is None or f.redistributable == redistributable)
     ]
     return sorted(chosen, key=lambda f: str(f.path))
+
+
+def source_split(
+    files: list[CorpusFile], valid_every: int = 10
+) -> tuple[list[CorpusFile], list[CorpusFile]]:
+    """Split the source-domain speech (``speech/train``) into training and validation.
+
+    Every ``valid_every``-th utterance (sorted by path) is held out for validation, so the
+    split is fixed, covers LibriSpeech and LJSpeech alike, and never shares an utterance.
+
+    Arguments
+    ---------
+    files : list of CorpusFile
+        The corpus (all of it, or already selected).
+    valid_every : int
+        One validation utterance per this many.
+
+    Returns
+    -------
+    train, valid : list of CorpusFile
+
+    Example
+    -------
+    >>> f = [CorpusFile(Path(f"{i}.flac"), "speech", "train", "s", 1.0, "", True, "")
+    ...      for i in range(20)]
+    >>> train, valid = source_split(f)
+    >>> len(train), [x.name for x in valid]
+    (18, ['0', '18'])
+    """
+    speech = select(files, kind="speech", split="train")
+    valid = speech[::valid_every]
+    held = {f.path for f in valid}
+    return [f for f in speech if f.path not in held], valid
