@@ -1,7 +1,11 @@
 """Mixers that build domain-shifted test material from clean speech, noise and rooms.
 
 All functions take and return 1-D numpy float arrays at one sample rate. SNR is set on
-whole-utterance RMS, as in the evaluation protocol of the field.
+whole-utterance RMS, as in the evaluation protocol of the field. The arithmetic is the
+libraries': the SNR mixing is ``torchaudio.functional.add_noise``, RMS and peak amplitudes are
+SpeechBrain's ``compute_amplitude``, decibels SpeechBrain's ``dB_to_amplitude``, convolution
+and filtering scipy's. Levels and SNRs are computed in float64 whatever the input type; the
+outputs keep the input type.
 
 Example
 -------
@@ -16,14 +20,41 @@ Example
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import signal
+from speechbrain.processing.signal_processing import compute_amplitude, dB_to_amplitude
+from torchaudio.functional import add_noise
 
+#: Floor of an amplitude before it divides or goes into a logarithm (-240 dB).
 _EPS = 1e-12
 
 
+def _as_tensor(x: np.ndarray) -> torch.Tensor:
+    array = np.asarray(x, dtype=np.float64)
+    # torch refuses to share read-only memory (cached audio is read-only), so copy that.
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 def rms(x: np.ndarray) -> float:
-    """Root mean square of a signal."""
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    """Root mean square of a signal.
+
+    Example
+    -------
+    >>> rms(np.array([3.0, -3.0, 3.0, -3.0]))
+    3.0
+    """
+    return float(compute_amplitude(_as_tensor(x), amp_type="rms"))
+
+
+def peak_amplitude(x: np.ndarray) -> float:
+    """Largest absolute sample of a signal.
+
+    Example
+    -------
+    >>> peak_amplitude(np.array([0.1, -0.7, 0.5]))
+    0.7
+    """
+    return float(compute_amplitude(_as_tensor(x), amp_type="peak"))
 
 
 def snr_db(speech: np.ndarray, noise: np.ndarray) -> float:
@@ -38,6 +69,28 @@ def fit_length(noise: np.ndarray, length: int, rng: np.random.Generator) -> np.n
         return noise[start : start + length]
     reps = int(np.ceil(length / len(noise)))
     return np.tile(noise, reps)[:length]
+
+
+def noise_segment(
+    noise: np.ndarray, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """A random ``length``-sample stretch of ``noise`` and the offset it starts at.
+
+    Like :func:`fit_length`, but the offset is returned so that it can be recorded, and a
+    noise shorter than ``length`` is looped from a random offset rather than from its start.
+
+    Example
+    -------
+    >>> segment, offset = noise_segment(np.arange(5.0), 7, np.random.default_rng(0))
+    >>> offset, segment.tolist()
+    (4, [4.0, 0.0, 1.0, 2.0, 3.0, 4.0, 0.0])
+    """
+    if len(noise) >= length:
+        offset = int(rng.integers(0, len(noise) - length + 1))
+        return noise[offset : offset + length], offset
+    offset = int(rng.integers(0, len(noise)))
+    reps = int(np.ceil((offset + length) / len(noise)))
+    return np.tile(noise, reps)[offset : offset + length], offset
 
 
 def mix_at_snr(
@@ -62,11 +115,19 @@ def mix_at_snr(
         speech + scaled noise.
     scaled_noise : numpy.ndarray
         The noise as it is in the mixture.
+
+    Raises
+    ------
+    ValueError
+        When the noise (after cropping) is all zeros: no gain sets its SNR.
     """
     noise = fit_length(noise, len(speech), rng)
-    gain = rms(speech) / max(rms(noise), _EPS) * 10.0 ** (-snr / 20.0)
-    scaled = noise * gain
-    return speech + scaled, scaled
+    if not np.any(noise):
+        raise ValueError(f"cannot mix at {snr} dB SNR: the noise segment is all zeros")
+    clean = _as_tensor(speech)
+    mixture = add_noise(clean, _as_tensor(noise), torch.tensor(float(snr), dtype=torch.float64))
+    scaled = (mixture - clean).numpy().astype(noise.dtype, copy=False)
+    return mixture.numpy().astype(np.result_type(speech, noise), copy=False), scaled
 
 
 def apply_rir(speech: np.ndarray, rir: np.ndarray) -> np.ndarray:
@@ -81,12 +142,18 @@ def apply_rir(speech: np.ndarray, rir: np.ndarray) -> np.ndarray:
 
 
 def set_level(x: np.ndarray, dbfs: float) -> np.ndarray:
-    """Scale ``x`` so that its RMS is ``dbfs`` dB relative to full scale (1.0)."""
-    return x * (10.0 ** (dbfs / 20.0) / max(rms(x), _EPS))
+    """Scale ``x`` so that its RMS is ``dbfs`` dB relative to full scale (1.0).
+
+    Example
+    -------
+    >>> round(level_dbfs(set_level(np.ones(100), -20.0)), 6)
+    -20.0
+    """
+    return x * (dB_to_amplitude(dbfs) / max(rms(x), _EPS))
 
 
 def level_dbfs(x: np.ndarray) -> float:
-    """RMS level of ``x`` in dBFS."""
+    """RMS level of ``x`` in dBFS (-240 for digital silence)."""
     return float(20.0 * np.log10(max(rms(x), _EPS)))
 
 
@@ -101,8 +168,15 @@ def band_limit(
 def peak_normalize(*signals: np.ndarray, peak: float = 0.95) -> tuple[np.ndarray, ...]:
     """Scale several signals by one common factor so the first one peaks at most at ``peak``.
 
-    Used to keep a mixture and its clean reference at the same relative scale.
+    Used to keep a mixture and its clean reference at the same relative scale; a signal is
+    only ever scaled down.
+
+    Example
+    -------
+    >>> noisy, clean = peak_normalize(np.array([2.0, -1.0]), np.array([1.0, 0.5]))
+    >>> noisy.tolist(), clean.tolist()
+    ([0.95, -0.475], [0.475, 0.2375])
     """
-    top = float(np.max(np.abs(signals[0])))
+    top = peak_amplitude(signals[0])
     gain = min(1.0, peak / top) if top > 0 else 1.0
     return tuple(s * gain for s in signals)

@@ -13,6 +13,7 @@ from speechbrain_mpol.mixing import (
     band_limit,
     level_dbfs,
     mix_at_snr,
+    noise_segment,
     peak_normalize,
     set_level,
     snr_db,
@@ -57,6 +58,25 @@ def test_mix_at_snr_hits_target(snr, speech_file, noise_file):
     assert len(noisy) == len(scaled) == len(speech)
     assert abs(snr_db(speech, scaled) - snr) < 0.1
     assert abs(snr_db(speech, noisy - speech) - snr) < 0.1
+
+
+def test_mix_at_snr_keeps_float32_and_refuses_silent_noise():
+    rng = np.random.default_rng(4)
+    speech, noise = rng.standard_normal(4000).astype(np.float32), rng.standard_normal(900)
+    noisy, scaled = mix_at_snr(speech, noise.astype(np.float32), 3.0, rng)
+    assert noisy.dtype == scaled.dtype == np.float32
+    assert abs(snr_db(speech, scaled) - 3.0) < 1e-4
+    with pytest.raises(ValueError, match="all zeros"):
+        mix_at_snr(speech, np.zeros(900), 3.0, rng)
+
+
+@pytest.mark.parametrize("length", [300, 2500])  # a crop, and a loop of the 1000 samples
+def test_noise_segment_starts_at_its_offset(length):
+    noise = np.random.default_rng(5).standard_normal(1000)
+    for seed in range(5):
+        segment, offset = noise_segment(noise, length, np.random.default_rng(seed))
+        assert len(segment) == length and 0 <= offset < len(noise)
+        np.testing.assert_array_equal(segment, noise[(offset + np.arange(length)) % len(noise)])
 
 
 def test_apply_rir_delta_and_delayed_delta_return_input():
