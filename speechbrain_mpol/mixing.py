@@ -30,8 +30,9 @@ _EPS = 1e-12
 
 
 def _as_tensor(x: np.ndarray) -> torch.Tensor:
-    array = np.asarray(x, dtype=np.float64)
-    # torch refuses to share read-only memory (cached audio is read-only), so copy that.
+    array = np.ascontiguousarray(x, dtype=np.float64)
+    # torch refuses to share read-only memory (cached audio is read-only), so copy that;
+    # reversed views (scipy's filtfilt output) were made contiguous above.
     return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
