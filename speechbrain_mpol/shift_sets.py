@@ -61,12 +61,19 @@ one common factor so that both peak at most at :data:`MIX_PEAK` (``level``: so t
 mixture is at :data:`LEVEL_DBFS` RMS, with an error if anything would clip). ``level`` and
 ``bandlimit`` draw exactly what ``noise`` draws, so the three are paired row by row.
 
-**Random streams.** Utterance ``i`` of set ``s`` in split ``k`` draws everything from
-``numpy.random.default_rng([SEED_OFFSET + seed, k, stream(s), i])``, and the speech files are
-taken in a seeded order ``default_rng([SEED_OFFSET + seed, k, stream(s)])``, cycled, so that
-every file is used equally often and the first rows (a subset) mix speakers. A set therefore
-never depends on which other sets are built or how many rows they have, and a larger
-``per_shift`` keeps the first rows identical.
+**Random streams.** With ``key = [SEED_OFFSET + seed, k, stream(s)]`` for set ``s`` in split
+``k``, utterance ``i`` draws everything from its own stream
+``numpy.random.default_rng([*key, 2, i])``; the speech files are taken in the seeded order
+``default_rng([*key, 1]).permutation``, cycled, so that every file is used equally often and
+the first rows (a subset) mix speakers; and the SNRs are stratified in blocks of
+:data:`SNR_BLOCK` consecutive utterances (block ``b`` gives its utterances the eighths of the
+SNR range in the order ``default_rng([*key, 3, b]).permutation``, each utterance then draws
+its SNR uniformly within its eighth), so that every set and every subset of whole blocks
+covers the range evenly and the mean SNR of a set is not left to chance (independent uniform
+draws put the means of 48-utterance sets up to 2 dB apart). The tags 1, 2, 3 keep the three
+kinds of stream apart (numpy pads a short key with zeros: ``[a, b, c]`` and ``[a, b, c, 0]``
+are the same stream). A set therefore never depends on which other sets are built or how
+many rows they have, and a larger ``per_shift`` keeps the first rows identical.
 
 **Layout.** ``<save_folder>/<split>/<shift>/{noisy,clean}/<ID>.wav`` and
 ``<save_folder>/<split>/<shift>/<split>_<shift>.csv`` with the SpeechBrain columns
@@ -75,7 +82,9 @@ corpus files relative to the corpus folder, the speaker and noise class, the mix
 (for ``bandlimit`` the broadband SNR before band-limiting), the crop offsets in samples and
 the RMS level of the clean reference as written. Audio and manifests are written atomically,
 the manifest last; a set whose manifest lists the requested rows, with this header and all
-its files present, is skipped.
+its files present, is skipped. ``<split>_<shift>.json`` records what a set was built with
+(seed, crop length, the set's definition, :data:`FORMAT`); a folder built with anything else
+is an error rather than silently reused or overwritten.
 
 Example
 -------
@@ -91,11 +100,12 @@ Authors
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -103,6 +113,7 @@ import numpy as np
 import torch
 from speechbrain.processing.signal_processing import dB_to_amplitude
 
+from speechbrain_mpol.atomic import atomic_path
 from speechbrain_mpol.audio import CLIP_LEVEL, read_audio, write_audio
 from speechbrain_mpol.corpus import CorpusFile, read_corpus, select, source_split
 from speechbrain_mpol.manifest import write_rows
@@ -125,6 +136,12 @@ SAMPLE_RATE = 16000
 SPLITS: tuple[str, ...] = ("dev", "test")
 #: Offset of every random stream here (``prepare_shifts.py`` uses 10_000).
 SEED_OFFSET = 20_000
+#: Consecutive utterances whose SNRs cover the SNR range in equal strata.
+SNR_BLOCK = 8
+#: Version of the mixing recipe; bump it when a change here changes the audio of a set.
+FORMAT = 1
+#: Tags of the speech-order, utterance and SNR-strata streams.
+_ORDER, _UTTERANCE, _SNR_STRATA = 1, 2, 3
 #: RMS level of the speech before mixing, dBFS, uniform in this range.
 SPEECH_LEVEL_RANGE = (-32.0, -20.0)
 #: Largest peak of mixture and clean after the common scaling.
@@ -336,7 +353,7 @@ def _draw(pool: list[CorpusFile], rng: np.random.Generator) -> CorpusFile:
 
 def mix_utterance(
     spec: ShiftSet, speech_file: CorpusFile, material: SplitMaterial,
-    rng: np.random.Generator, max_seconds: float = 6.0,
+    rng: np.random.Generator, max_seconds: float = 6.0, snr_stratum: tuple[int, int] = (0, 1),
 ) -> Mixture:
     """Mix one utterance of a set (the conventions of the module docstring).
 
@@ -352,6 +369,9 @@ def mix_utterance(
         The utterance's own stream; every draw comes from it, in a fixed order.
     max_seconds : float
         Longer speech is cropped to this, at a random offset.
+    snr_stratum : tuple of int
+        ``(j, n)``: the SNR is drawn uniformly within the ``j``-th of ``n`` equal parts of
+        the set's SNR range (``(0, 1)``: anywhere in it).
 
     Returns
     -------
@@ -363,7 +383,9 @@ def mix_utterance(
     speech = set_level(speech[speech_offset : speech_offset + length],
                        float(rng.uniform(*SPEECH_LEVEL_RANGE)))
     noise_file = _draw(material.noise[spec.noise], rng)
-    snr = float(rng.uniform(*spec.snr_range))
+    low, high = spec.snr_range
+    part, parts = snr_stratum
+    snr = float(low + (high - low) * (part + rng.uniform()) / parts)
     room = _draw(material.rooms, rng) if spec.reverb else None
     target = apply_rir(speech, load_rir(room.path)) if room is not None else speech
     segment, noise_offset = noise_segment(_read(noise_file.path), len(target), rng)
@@ -441,7 +463,7 @@ def build_set(
     count : int
         Number of pairs.
     seed : int
-        Master seed; streams are ``(SEED_OFFSET + seed, split, stream, index)``.
+        Master seed (the streams are described in the module docstring).
     max_seconds : float
         Speech crop length.
 
@@ -454,13 +476,16 @@ def build_set(
     folder = Path(folder)
     key = [SEED_OFFSET + seed, SPLITS.index(split), spec.stream]
     pool = material.speech[spec.speech]
-    order = [pool[i] for i in np.random.default_rng(key).permutation(len(pool))]
+    order = [pool[i] for i in np.random.default_rng([*key, _ORDER]).permutation(len(pool))]
     rows = []
     for index in range(count):
         speech_file = order[index % len(order)]
+        block, position = divmod(index, SNR_BLOCK)
+        strata = np.random.default_rng([*key, _SNR_STRATA, block]).permutation(SNR_BLOCK)
         with _one_torch_thread():
             mix = mix_utterance(spec, speech_file, material,
-                                np.random.default_rng([*key, index]), max_seconds)
+                                np.random.default_rng([*key, _UTTERANCE, index]), max_seconds,
+                                (int(strata[position]), SNR_BLOCK))
         uid = f"{split}_{shift}_{index:03d}_{speech_file.name}"
         noisy_path = (folder / "noisy" / f"{uid}.wav").resolve()
         clean_path = (folder / "clean" / f"{uid}.wav").resolve()
@@ -469,6 +494,28 @@ def build_set(
         rows.append([uid, f"{len(mix.noisy) / SAMPLE_RATE:.4f}", str(noisy_path),
                      str(clean_path), *(mix.params[k] for k in PARAM_HEADER)])
     return write_rows(folder / f"{split}_{shift}.csv", rows, MANIFEST_HEADER + PARAM_HEADER)
+
+
+def build_record(shift: str, seed: int, max_seconds: float) -> dict:
+    """What a set is built with, as stored in its ``<split>_<shift>.json``."""
+    record = {"format": FORMAT, "seed": seed, "max_seconds": max_seconds,
+              "set": asdict(SETS[shift])}
+    return json.loads(json.dumps(record))  # tuples as lists, as read back
+
+
+def _claim_folder(folder: Path, record_path: Path, record: dict) -> None:
+    """Write the build record, or refuse a folder built with another one."""
+    if record_path.is_file():
+        found = json.loads(record_path.read_text())
+        if found != record:
+            raise ValueError(f"{folder} was built with {found}, not {record}: remove it or "
+                             f"choose another save_folder")
+        return
+    if any(folder.glob("*.csv")):
+        raise ValueError(f"{folder} holds a set without its build record {record_path.name}: "
+                         f"remove it or choose another save_folder")
+    with atomic_path(record_path) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=1) + "\n")
 
 
 def prepare_benchmark(
@@ -503,6 +550,11 @@ def prepare_benchmark(
     -------
     dict
         ``(split, shift)`` -> path of the set's CSV manifest.
+
+    Raises
+    ------
+    ValueError
+        For an unknown split or shift, or a set folder built with other parameters.
     """
     unknown = sorted(set(shifts) - set(SETS)) + sorted(set(splits) - set(SPLITS))
     if unknown:
@@ -517,6 +569,8 @@ def prepare_benchmark(
         for shift in shifts:
             folder = Path(save_folder) / split / shift
             manifest = folder / f"{split}_{shift}.csv"
+            _claim_folder(folder, folder / f"{split}_{shift}.json",
+                          build_record(shift, seed, max_seconds))
             if complete_rows(manifest) == per_shift:
                 logger.info("%s is complete, skipping %s/%s", manifest, split, shift)
             else:

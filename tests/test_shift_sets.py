@@ -17,6 +17,7 @@ from speechbrain_mpol.shift_sets import (
     MIX_PEAK,
     PARAM_HEADER,
     SHIFTS,
+    SNR_BLOCK,
     SPLITS,
     build_set,
     load_rir,
@@ -77,6 +78,10 @@ def test_measured_snr_is_the_recorded_one(built, shift):
             noisy, clean = read(row["noisy_wav"]), read(row["clean_wav"])
             assert low <= float(row["snr_db"]) <= high
             assert abs(snr_db(clean, noisy - clean) - float(row["snr_db"])) < 0.2
+        # Stratified: the first utterances fall into different eighths of the SNR range.
+        snrs = [float(r["snr_db"]) for r in rows(manifests[(split, shift)])]
+        eighths = {int((snr - low) / (high - low) * SNR_BLOCK) for snr in snrs[:SNR_BLOCK]}
+        assert len(eighths) == min(PER_SHIFT, SNR_BLOCK)
 
 
 def test_reverb_snr_is_relative_to_the_reverberant_speech_and_the_reference_is_dry(built):
@@ -202,6 +207,16 @@ def test_recipe_builds_a_set_and_names_a_missing_corpus(built, tmp_path, capsys)
     message = exit_info.value.code
     assert isinstance(message, str) and message.startswith("prepare_benchmark: ")
     assert str(missing) in message and "\n" not in message
+
+
+def test_a_folder_built_otherwise_is_refused_not_overwritten(built):
+    folder, manifests = built
+    noisy = Path(rows(manifests[("dev", "level")])[0]["noisy_wav"])
+    before = noisy.read_bytes()
+    with pytest.raises(ValueError, match="seed"):
+        prepare_benchmark(CORPUS, folder, splits=("dev",), shifts=("level",),
+                          per_shift=PER_SHIFT, seed=1)
+    assert noisy.read_bytes() == before
 
 
 def test_bad_arguments_are_errors(tmp_path):
