@@ -3,18 +3,19 @@
 
 Usage::
 
-    python benchmarks/soak.py [--utterances 1000] [--model gtcrn_vctk|metricgan_source]
+    python benchmarks/soak.py [--utterances 1000] [--model gtcrn_vctk] [--method mpol_paper]
+                              [--options "{reference: noisy_wiener, lr: 0.001}"]
                               [--shared_folder ../shared] [--out results/soak]
 
-Utterances are drawn on the fly (seeded) from the benchmark's shift builders
-(``recipes/prepare_shifts.py``: speaker, noise, low_snr, reverb, level, bandlimit on the test
-split's speech, noises and rooms) and streamed once through continual MPol (the authors'
-schedule, with the project's guards: non-finite updates skipped, rollback when the objective
-under the adapted weights exceeds the source's by 50%, EMA pull-back 0.2) and through the
-source model. Written: ``soak.csv`` (per utterance: shift, PESQ source/MPol, objective) and
-``soak.json`` (means over windows of 100, last-100 difference, NaN count, guard events); a
-table is printed. Target: no NaN, and the last 100 utterances not worse than Source by more
-than 0.05 PESQ on average.
+Utterances are drawn on the fly (seeded) from the benchmark's set definitions
+(``speechbrain_mpol/shift_sets.py``: the shifted sets of the test split's speech, noises and
+rooms) and streamed once through a continual method (default: the authors' MPol with the
+project's guards: non-finite updates skipped, rollback when the objective under the adapted
+weights exceeds the source's by 50%, EMA pull-back 0.2) and through the source model. Model and
+method are presets of ``hparams/models/`` and ``hparams/methods/``. Written: ``soak.csv`` (per
+utterance: shift, PESQ source/MPol, objective) and ``soak.json`` (means over windows of 100,
+last-100 difference, NaN count, guard events); a table is printed. Target: no NaN, and the last
+100 utterances not worse than Source by more than 0.05 PESQ on average.
 """
 
 from __future__ import annotations
@@ -22,49 +23,34 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import ruamel.yaml
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "recipes"))
+from speechbrain_mpol.corpus import read_corpus
+from speechbrain_mpol.manifest import write_rows
+from speechbrain_mpol.metrics import pesq_wb
+from speechbrain_mpol.presets import build_adapter, load_enhancer, load_model_preset
+from speechbrain_mpol.shared import find_shared_folder
+from speechbrain_mpol.shift_sets import SETS, mix_utterance, split_material
 
-from prepare_shifts import SHIFT_FUNCTIONS, audio_folder, split_material  # noqa: E402
-
-from speechbrain_mpol.adapter import MPolAdapter  # noqa: E402
-from speechbrain_mpol.hooks import attach_hook  # noqa: E402
-from speechbrain_mpol.manifest import write_rows  # noqa: E402
-from speechbrain_mpol.metrics import pesq_wb  # noqa: E402
-from speechbrain_mpol.shared import find_shared_folder  # noqa: E402
-
-SHIFTS = ("speaker", "noise", "low_snr", "reverb", "level", "bandlimit")
-MODELS = {
-    "gtcrn_vctk": {
-        "model_prepare": "gtcrn", "model_type": "gtcrn",
-        "enhancer_class": "speechbrain_mpol.models.interfaces.GTCRNEnhancement",
-        "model_source": "pretrained_models/gtcrn-vctk", "savedir": "pretrained_models/gtcrn-vctk",
-        "params": [r"bn\d?\.", r"_ln\.", r"de_convs\.4\."],
-    },
-    "metricgan_source": {
-        "model_type": "metricgan",
-        "enhancer_class": "speechbrain.inference.enhancement.SpectralMaskEnhancement",
-        "model_source": "pretrained/metricgan_source", "savedir": "pretrained/metricgan_source",
-        "params": ["linear2", "Learnable_sigmoid"],
-    },
-}
+SHIFTS = ("noise", "household", "low_snr", "reverb", "level", "bandlimit", "speaker")
 
 
 def stream(shared_folder: str, count: int, seconds: float, seed: int):
     """Yield ``(shift, noisy, clean)`` for ``count`` seeded utterances of the test material."""
-    material = split_material(audio_folder(shared_folder), "test")
+    corpus = Path(shared_folder) / "corpus"
+    material = split_material(read_corpus(corpus), corpus, "test")
     rng = np.random.default_rng(seed)
     for i in range(count):
         shift = SHIFTS[i % len(SHIFTS)] if i < len(SHIFTS) else SHIFTS[rng.integers(len(SHIFTS))]
-        speech = material.speech[int(rng.integers(len(material.speech)))]
-        mix = SHIFT_FUNCTIONS[shift](speech, material, np.random.default_rng([seed, i]), seconds)
+        pool = material.speech[SETS[shift].speech]
+        speech = pool[int(rng.integers(len(pool)))]
+        mix = mix_utterance(SETS[shift], speech, material, np.random.default_rng([seed, i]),
+                            seconds)
         yield shift, torch.from_numpy(mix.noisy).float(), mix.clean
 
 
@@ -72,28 +58,19 @@ def main() -> dict:
     """Run the soak test; returns the summary."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--utterances", type=int, default=1000)
-    parser.add_argument("--model", choices=sorted(MODELS), default="gtcrn_vctk")
+    parser.add_argument("--model", default="gtcrn_vctk", help="a preset of hparams/models/")
+    parser.add_argument("--method", default="mpol_paper", help="a preset of hparams/methods/")
+    parser.add_argument("--options", default="{rollback_threshold: 0.5}",
+                        help="method options (YAML), e.g. \"{reference: noisy_wiener}\"")
     parser.add_argument("--shared_folder", default=find_shared_folder())
     parser.add_argument("--seconds", type=float, default=3.0, help="speech crop per utterance")
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--reference", default="self", help="self | noisy_wiener | ...")
-    parser.add_argument("--rollback_threshold", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/soak")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from adapt import load_model
-
-    cfg = {**MODELS[args.model], "shared_folder": args.shared_folder,
-           "pretrained_root": "pretrained_models"}
-    enhancer = load_model(cfg, {})
-    adapter = MPolAdapter(
-        enhancer, attach_hook(enhancer, cfg["model_type"]), params=cfg["params"],
-        reference=args.reference, mode="continual", accumulation=8, clip_grad_norm=0.1,
-        source_pull=0.2,
-        opt_class=lambda p: torch.optim.AdamW(p, lr=args.lr),
-        rollback_threshold=args.rollback_threshold,
-    )
+    options = ruamel.yaml.YAML(typ="safe").load(args.options) or {}
+    model = load_model_preset(args.model, args.shared_folder)
+    adapter = build_adapter(load_enhancer(model), model, args.method, **options)
     rows = []
     start = time.perf_counter()
     ones = torch.ones(1)
@@ -127,7 +104,7 @@ def main() -> dict:
         })
     last = rows[-100:]
     summary = {
-        "model": args.model, "reference": args.reference, "lr": args.lr,
+        "model": args.model, "method": args.method, "options": options,
         "utterances": len(rows),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "non_finite_outputs": sum(not r["finite"] for r in rows),

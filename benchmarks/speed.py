@@ -9,22 +9,19 @@ Usage::
 
 Audio: ``--utterances`` mixtures of ``--seconds`` each, built (seeded) from the real speech in
 ``<shared>/audio/speech`` and noise in ``<shared>/audio/noise`` at 0-10 dB SNR; the same audio
-for every model and method. Models: MetricGAN+ (the project's source model in
-``pretrained/metricgan_source`` if present, else SpeechBrain's SpectralMaskEnhancement around a
-randomly initialised generator: same cost, said in the ``weights`` column), the project's
-SepFormer source model (``pretrained/sepformer_source``) and GTCRN-VCTK (built from
-``<shared>/models/gtcrn`` with ``recipes/prepare_gtcrn.py``; skipped if missing).
-
-Methods: Source (no adaptation), MPol continual (the authors' schedule: accumulation 8, AdamW
-5e-4, clip 0.1, source pull 0.2, crop 4 s), MPol episodic with 1 and 5 steps, RemixIT (buffer
-4). Each (model, method) runs in its own subprocess, so its peak RSS (``VmHWM``: ``ru_maxrss``
-of a child starts at its parent's peak on Linux) is its own; one untimed utterance warms the
-model up first. Reported: real-time factor (wall / audio seconds), audio seconds per wall
-second, forward and backward passes per utterance (``adapter.counts``), peak RSS, wall time /
-Source's (wall: the fastest of ``--repeats`` passes over the audio, each from the source
-weights, as the machine may be shared), and on CUDA the peak ``torch.cuda.max_memory_allocated``
-and a batched MPol row (batch 16). Memory rows: peak RSS of ``enhance_file_chunked`` (10 s
-chunks, 1 s overlap) with MetricGAN+ on a 1-minute and a 30-minute synthetic file.
+for every model and method. Models: presets of ``hparams/models/`` (default: the project's
+MetricGAN+ and SepFormer source models and GTCRN-VCTK). Methods: presets of
+``hparams/methods/``: Source (no adaptation), MPol continual (``mpol_paper``, the authors'
+schedule: accumulation 8, AdamW 5e-4, clip 0.1, source pull 0.2, crop 4 s), the same MPol
+episodic with 1 and 5 steps, RemixIT (buffer 4). Each (model, method) runs in its own
+subprocess, so its peak RSS (``VmHWM``: ``ru_maxrss`` of a child starts at its parent's peak on
+Linux) is its own; one untimed utterance warms the model up first. Reported: real-time factor
+(wall / audio seconds), audio seconds per wall second, forward and backward passes per
+utterance (``adapter.counts``), peak RSS, wall time / Source's (wall: the fastest of
+``--repeats`` passes over the audio, each from the source weights, as the machine may be
+shared), and on CUDA the peak ``torch.cuda.max_memory_allocated`` and a batched MPol row (batch
+16). Memory rows: peak RSS of ``enhance_file_chunked`` (10 s chunks, 1 s overlap) with
+MetricGAN+ on a 1-minute and a 30-minute synthetic file.
 
 Written: ``<out>/speed.csv`` and ``<out>/speed.json``; a table is printed with the two targets:
 "CPU, MetricGAN+: continual MPol wall <= 2.5x Source" and "chunked peak memory flat within 10%
@@ -45,17 +42,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "recipes"))
+from speechbrain_mpol.presets import load_enhancer, load_method, load_model_preset, model_hook
 
+REPO = Path(__file__).resolve().parents[1]
 SR = 16000
-MODELS = {
-    "metricgan": {"model_type": "metricgan", "params": ["linear2", "Learnable_sigmoid"]},
-    "gtcrn_vctk": {"model_type": "gtcrn", "params": [r"bn\d?\.", r"_ln\.", r"de_convs\.4\."]},
-    "sepformer": {"model_type": "sepformer", "params": [r"masknet\..*norm", r"masknet\.output"]},
-}
 METHODS = ("source", "mpol_continual", "mpol_episodic_1", "mpol_episodic_5", "remixit")
+#: The method each row runs: (preset of hparams/methods/, options).
+METHOD_PRESETS = {
+    "source": ("source", {}),
+    "mpol_continual": ("mpol_paper", {}),
+    "mpol_batched": ("mpol_paper", {}),
+    "mpol_episodic_1": ("mpol_paper", {"mode": "episodic", "steps": 1}),
+    "mpol_episodic_5": ("mpol_paper", {"mode": "episodic", "steps": 5}),
+    "remixit": ("remixit", {}),
+}
 COLUMNS = ["model", "weights", "method", "device", "batch", "utterances", "audio_s", "wall_s",
            "rtf", "audio_s_per_wall_s", "forward_per_utt", "backward_per_utt", "peak_rss_mib",
            "cuda_peak_mib", "wall_vs_source"]
@@ -102,63 +102,17 @@ def build_audio(shared: Path, count: int, seconds: float, seed: int = 0) -> list
     return out
 
 
-def load_enhancer(model: str, shared: Path, device: str):
-    """The enhancer and a word on its weights."""
-    run_opts = {"device": device}
-    if model == "metricgan":
-        folder = REPO / "pretrained" / "metricgan_source"
-        if (folder / "hyperparams.yaml").is_file():
-            from speechbrain.inference.enhancement import SpectralMaskEnhancement
-
-            return SpectralMaskEnhancement.from_hparams(
-                source=str(folder), savedir=str(folder), run_opts=run_opts
-            ), "project source model"
-        from tests.conftest import build_metricgan_enhancer
-
-        enhancer = build_metricgan_enhancer()
-        enhancer.mods.to(device)
-        enhancer.device = device
-        return enhancer, "random generator"
-    if model == "sepformer":
-        from speechbrain.inference.separation import SepformerSeparation
-
-        folder = REPO / "pretrained" / "sepformer_source"
-        return SepformerSeparation.from_hparams(
-            source=str(folder), savedir=str(folder), run_opts=run_opts
-        ), "project source model"
-    from prepare_gtcrn import prepare_gtcrn
-
-    from speechbrain_mpol.models.interfaces import GTCRNEnhancement
-
-    folders = prepare_gtcrn(shared / "models" / "gtcrn", REPO / "pretrained_models")
-    return GTCRNEnhancement.from_hparams(source=str(folders["gtcrn-vctk"]),
-                                         run_opts=run_opts), "GTCRN VCTK checkpoint"
+def load_model(model: str, shared: Path, device: str):
+    """The enhancer of model preset ``model`` and its preset."""
+    preset = load_model_preset(model, shared)
+    return load_enhancer(preset, {"device": device}), preset
 
 
-def build_adapter(method: str, enhancer, model: str):
-    from speechbrain_mpol.adapter import MPolAdapter
-    from speechbrain_mpol.baselines import RemixITAdapter, SourceAdapter
-    from speechbrain_mpol.hooks import attach_hook
-
-    hook = attach_hook(enhancer, MODELS[model]["model_type"])
-    common = {
-        "params": MODELS[model]["params"],
-        "opt_class": lambda p: torch.optim.AdamW(p, lr=5e-4),
-        "clip_grad_norm": 0.1,
-        "crop_seconds": 4.0,
-        "sample_rate": SR,
-    }
-    if method == "source":
-        return SourceAdapter(enhancer, hook, sample_rate=SR)
-    if method in ("mpol_continual", "mpol_batched"):
-        return MPolAdapter(enhancer, hook, mode="continual", accumulation=8, source_pull=0.2,
-                           **common)
-    if method.startswith("mpol_episodic_"):
-        return MPolAdapter(enhancer, hook, mode="episodic", steps=int(method.rsplit("_", 1)[1]),
-                           **common)
-    if method == "remixit":
-        return RemixITAdapter(enhancer, hook, buffer_size=4, **common)
-    raise ValueError(f"unknown method {method!r}")
+def build_adapter(method: str, enhancer, preset: dict):
+    """The adapter of one row's method (:data:`METHOD_PRESETS`)."""
+    name, options = METHOD_PRESETS[method]
+    return load_method(name, preset, sample_rate=SR, **options)["adapter"](
+        enhancer=enhancer, hook=model_hook(enhancer, preset))
 
 
 # --------------------------------------------------------------------------- workers
@@ -167,13 +121,14 @@ def run_method(args) -> dict:
     torch.set_num_threads(args.threads)
     shared = Path(args.shared_folder)
     audio = build_audio(shared, args.utterances, args.seconds)
-    enhancer, weights = load_enhancer(args.model, shared, args.device)
-    from speechbrain_mpol.hooks import run_enhancer
+    enhancer, preset = load_model(args.model, shared, args.device)
+    weights = enhancer.model_source
+    from speechbrain_mpol.inference import run_enhancer
 
     with torch.no_grad():  # warm-up (allocator, first-call overheads), before any snapshot
         run_enhancer(enhancer, audio[0][None].to(args.device), torch.ones(1, device=args.device),
                      SR)
-    adapter = build_adapter(args.method, enhancer, args.model)
+    adapter = build_adapter(args.method, enhancer, preset)
     batch = 16 if args.method == "mpol_batched" else 1
     if args.device == "cuda":
         torch.cuda.synchronize()
@@ -224,9 +179,10 @@ def run_chunked(args) -> dict:
     """Peak RSS of streaming a ``--minutes`` file through MetricGAN+ with enhance_file_chunked."""
     torch.set_num_threads(args.threads)
     from speechbrain_mpol.chunking import enhance_file_chunked
-    from speechbrain_mpol.hooks import run_enhancer
+    from speechbrain_mpol.inference import run_enhancer
 
-    enhancer, weights = load_enhancer("metricgan", Path(args.shared_folder), args.device)
+    enhancer, _ = load_model(args.model, Path(args.shared_folder), args.device)
+    weights = enhancer.model_source
     with tempfile.TemporaryDirectory() as folder:
         noisy = Path(folder) / "long.wav"
         write_long_file(noisy, args.minutes)
@@ -240,7 +196,7 @@ def run_chunked(args) -> dict:
         wall = time.perf_counter() - start
     audio_s = args.minutes * 60
     return {
-        "model": "metricgan", "weights": weights,
+        "model": args.model, "weights": weights,
         "method": f"chunked_file_{args.minutes:g}min", "device": args.device, "batch": 1,
         "utterances": 1, "audio_s": audio_s, "wall_s": round(wall, 3),
         "rtf": round(wall / audio_s, 4), "audio_s_per_wall_s": round(audio_s / wall, 2),
@@ -276,19 +232,19 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in shown))
 
 
-def targets(rows: list[dict], long_minutes: list[float]) -> dict:
-    """The two acceptance targets, measured."""
+def targets(rows: list[dict], long_minutes: list[float], model: str) -> dict:
+    """The two acceptance targets, measured on ``model`` (a MetricGAN+ preset)."""
     out = {}
     by = {(r["model"], r["method"]): r for r in rows}
-    src, mpol = by.get(("metricgan", "source")), by.get(("metricgan", "mpol_continual"))
+    src, mpol = by.get((model, "source")), by.get((model, "mpol_continual"))
     if src and mpol:
         ratio = mpol["wall_s"] / src["wall_s"]
         out["metricgan_continual_vs_source"] = {
             "device": src["device"], "ratio": round(ratio, 3), "target": 2.5,
             "met": bool(ratio <= 2.5),
         }
-    short = by.get(("metricgan", f"chunked_file_{min(long_minutes):g}min"))
-    long = by.get(("metricgan", f"chunked_file_{max(long_minutes):g}min"))
+    short = by.get((model, f"chunked_file_{min(long_minutes):g}min"))
+    long = by.get((model, f"chunked_file_{max(long_minutes):g}min"))
     if short and long:
         growth = long["peak_rss_mib"] / short["peak_rss_mib"] - 1
         out["chunked_peak_rss_growth"] = {
@@ -309,7 +265,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed passes over the audio per configuration (fastest kept)")
-    parser.add_argument("--models", default="metricgan,sepformer,gtcrn_vctk")
+    parser.add_argument("--models", default="metricgan_source,sepformer_source,gtcrn_vctk",
+                        help="presets of hparams/models/; the first also runs the long files")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--long_minutes", default="1,30")
     parser.add_argument("--out", default=str(REPO / "results" / "speed"))
@@ -335,16 +292,6 @@ def main(argv: list[str] | None = None) -> dict | None:
     methods = [m for m in args.methods.split(",") if m]
     if args.device == "cuda":
         methods.append("mpol_batched")
-    if "gtcrn_vctk" in models and not (
-        Path(args.shared_folder) / "models" / "gtcrn" / "model_trained_on_vctk.tar"
-    ).is_file():
-        print(f"GTCRN checkpoints not in {args.shared_folder}/models/gtcrn: GTCRN skipped")
-        models.remove("gtcrn_vctk")
-    if "sepformer" in models and not (
-        REPO / "pretrained" / "sepformer_source" / "hyperparams.yaml"
-    ).is_file():
-        print("pretrained/sepformer_source missing (recipes/train_source_sepformer.py): skipped")
-        models.remove("sepformer")
     rows = []
     for model in models:
         for method in methods:
@@ -353,10 +300,10 @@ def main(argv: list[str] | None = None) -> dict | None:
             if row:
                 rows.append(row)
     long_minutes = [float(m) for m in args.long_minutes.split(",") if m]
-    if "metricgan" in models:
+    if models:
         for minutes in long_minutes:
-            print(f"metricgan / chunked file {minutes:g} min ...", flush=True)
-            row = in_subprocess(args, minutes=minutes)
+            print(f"{models[0]} / chunked file {minutes:g} min ...", flush=True)
+            row = in_subprocess(args, model=models[0], minutes=minutes)
             if row:
                 rows.append(row)
     source_wall = {r["model"]: r["wall_s"] for r in rows if r["method"] == "source"}
@@ -374,7 +321,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     summary = {
         "settings": {k: getattr(args, k) for k in ("utterances", "seconds", "device", "threads",
                                                    "repeats", "shared_folder")},
-        "torch": torch.__version__, "rows": rows, "targets": targets(rows, long_minutes),
+        "torch": torch.__version__, "rows": rows,
+        "targets": targets(rows, long_minutes, models[0] if models else ""),
     }
     (out / "speed.json").write_text(json.dumps(summary, indent=2) + "\n")
     print()

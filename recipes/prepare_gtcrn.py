@@ -7,7 +7,7 @@ Usage::
     python recipes/prepare_gtcrn.py --shared_models_dir=/path/to/shared/models/gtcrn
     python recipes/prepare_gtcrn.py --evaluate           # noisy vs VCTK vs DNS3 on real audio
 
-Each folder gets ``hyperparams.yaml`` (from ``hparams/models/gtcrn.yaml``),
+Each folder gets ``hyperparams.yaml`` (from ``hparams/export/gtcrn.yaml``),
 ``enhance_model.ckpt`` (the checkpoint's state dict, checked to load strictly into
 :class:`~speechbrain_mpol.models.gtcrn.GTCRN`), the upstream ``LICENSE`` and ``source.json``
 (where the weights came from). The weights are third-party (MIT, Xiaobin-Rong/gtcrn):
@@ -48,7 +48,7 @@ CHECKPOINTS = {
 }
 DEFAULT_SHARED = Path(find_shared_folder()) / "models" / "gtcrn"
 DEFAULT_SAVE_ROOT = REPO / "pretrained_models"
-TEMPLATE = REPO / "hparams" / "models" / "gtcrn.yaml"
+TEMPLATE = REPO / "hparams" / "export" / "gtcrn.yaml"
 SAMPLE_RATE = 16000
 
 #: Real material of ``--evaluate``: 6 speech files (cropped to EVAL_SECONDS) x 6 real noises

@@ -2,9 +2,12 @@
 
 A ``speechbrain.Brain`` whose evaluation loop enhances each batch with the adapter (which
 adapts as it goes), writes the enhanced 16-bit wavs atomically, scores them against clean
-references when the manifest has them (wide-band PESQ, STOI, ESTOI, SI-SDR), optionally scores
-the unadapted source model and the unprocessed input on the same files, and writes
-``results.csv`` (one row per utterance), ``summary.json`` and plots.
+references when the manifest has them (wide-band PESQ, STOI, ESTOI, SI-SDR, optionally
+CSIG/CBAK/COVL), optionally scores the unadapted source model and the unprocessed input on the
+same files and measures an objective after adaptation, and writes ``results.csv`` (one row per
+utterance), ``summary.json`` and plots. It is the one evaluation loop of the project: the main
+job (:mod:`speechbrain_mpol.pipeline`) and the benchmark (:mod:`speechbrain_mpol.benchmark`)
+both run it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import speechbrain as sb
 import torch
 
+from speechbrain_mpol.atomic import atomic_path
 from speechbrain_mpol.audio import AudioError, read_audio, write_audio
 from speechbrain_mpol.manifest import write_rows
 from speechbrain_mpol.metrics import evaluate_pair, paired_bootstrap_ci
@@ -113,7 +117,10 @@ class MPolBrain(sb.Brain):
     Expected ``modules``: ``adapter`` (an :class:`~speechbrain_mpol.adapter.Adapter`).
     Expected ``hparams``: ``output_folder``, ``sample_rate``; optional ``compare_to_source``
     (also score the unadapted model), ``score_noisy`` (also score the input), ``write_audio``,
-    ``skipped`` (list from :func:`validate_manifest`, reported in the summary).
+    ``composite`` (also CSIG/CBAK/COVL), ``report_objective`` (an objective measured with the
+    adapted weights after each batch, as ``objective_after_<part>``), ``report`` (print the
+    summary table), ``skipped`` (list from :func:`validate_manifest`, reported in the summary),
+    ``model_report`` (which model ran and why, reported in the summary).
 
     Use ``brain.evaluate(dataset, test_loader_kwargs={"batch_size": 1})``.
     """
@@ -132,7 +139,7 @@ class MPolBrain(sb.Brain):
             self.rows = progress["rows"]
             self.audio_seconds = progress["audio_seconds"]
             self.elapsed = progress["elapsed"]
-            self.modules.adapter.load_resume_state(progress["adapter"])
+            self.modules.adapter.load_adapted_state(progress["adapter"])
             logger.info("resuming after %d finished utterances", len(self.rows))
         self.done = {row["ID"] for row in self.rows}
         self.start_time = time.time()
@@ -155,11 +162,10 @@ class MPolBrain(sb.Brain):
             "rows": self.rows,
             "audio_seconds": self.audio_seconds,
             "elapsed": self.elapsed + time.time() - self.start_time,
-            "adapter": self.modules.adapter.resume_state(),
+            "adapter": self.modules.adapter.adapted_state(),
         }
-        tmp = self.progress_file.with_suffix(".pt.tmp")
-        torch.save(progress, tmp)
-        os.replace(tmp, self.progress_file)
+        with atomic_path(self.progress_file) as tmp:
+            torch.save(progress, tmp)
 
     def compute_forward(self, batch, stage):
         """Enhance the batch with the adapter (adapting on it); optionally with the source."""
@@ -178,6 +184,10 @@ class MPolBrain(sb.Brain):
         clean, _ = batch.clean_sig
         rate = self.hparams.sample_rate
         parts = getattr(self.modules.adapter, "last_parts", {})
+        after = {}
+        if getattr(self.hparams, "report_objective", None) is not None:
+            after = self.modules.adapter.measure(wavs, lens, self.hparams.report_objective)
+        composite = getattr(self.hparams, "composite", False)
         total = wavs.shape[1]
         for i, uid in enumerate(batch.id):
             n = int(round(float(lens[i]) * total))
@@ -187,6 +197,8 @@ class MPolBrain(sb.Brain):
             for key, value in parts.items():
                 if value.numel() == enhanced.shape[0]:
                     row[f"objective_{key}"] = float(value[i])
+            for key, value in after.items():
+                row[f"objective_after_{key}"] = float(value[i])
             if getattr(self.hparams, "write_audio", True):
                 target = self.wav_dir / f"{uid}.wav"
                 if Path(batch.noisy_wav[i]).resolve() == target.resolve():
@@ -194,7 +206,7 @@ class MPolBrain(sb.Brain):
                 write_audio(target, out, rate)
             if clean.shape[1] > 0:
                 ref = clean[i, :n].detach().cpu().numpy()
-                row.update(evaluate_pair(ref, out.numpy(), rate, composite_measures=False))
+                row.update(evaluate_pair(ref, out.numpy(), rate, composite_measures=composite))
                 if source is not None:
                     scores = evaluate_pair(ref, source[i, :n].cpu().numpy(), rate, False)
                     row.update({f"source_{k}": scores[k] for k in METRICS})
@@ -211,13 +223,13 @@ class MPolBrain(sb.Brain):
             return
         summary = self.summarize()
         write_rows(self.out_dir / "results.csv", self.rows)
-        tmp = self.out_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, self.out_dir / "summary.json")
+        with atomic_path(self.out_dir / "summary.json") as tmp:
+            Path(tmp).write_text(json.dumps(summary, indent=2))
         self.summary = summary
         self.progress_file.unlink(missing_ok=True)  # complete: a rerun starts afresh
         logger.info("summary: %s", json.dumps(summary))
-        print(format_summary(summary))
+        if getattr(self.hparams, "report", True):
+            print(format_summary(summary))
         if getattr(self.hparams, "plots", True) and self.rows:
             from speechbrain_mpol.plots import plot_results
 
@@ -236,6 +248,8 @@ class MPolBrain(sb.Brain):
             "skipped": list(getattr(self.hparams, "skipped", [])),
             "model_source": getattr(adapter.enhancer, "model_source", None),
         }
+        if getattr(self.hparams, "model_report", None):
+            summary["model"] = dict(self.hparams.model_report)
         for system in ("noisy", "source", "adapted"):
             prefix = "" if system == "adapted" else f"{system}_"
             means = {}

@@ -1,10 +1,9 @@
 """Multi-process enhancement: shard a manifest over ranks, merge the per-rank result CSVs.
 
 Independent of CUDA: the process group may use ``gloo`` on CPU. Launch with
-``torchrun --nproc_per_node=N recipes/adapt.py ...`` (or SpeechBrain's own DDP launch); each
-process reads its rank from the environment with :func:`rank_and_world`, enhances
-:func:`shard_rows` of the manifest, writes its own CSV, waits at a barrier, and rank 0 merges
-them with :func:`merge_result_csvs`.
+``torchrun --nproc_per_node=N recipes/adapt.py ...``; SpeechBrain's ``ddp_init_group`` sets
+the group up, each process enhances :func:`shard_rows` of the manifest, writes its own CSV,
+waits at ``ddp_barrier``, and the main process merges them with :func:`merge_result_csvs`.
 
 Continual adaptation is per process: every rank adapts on its own shard's stream, so a
 continual run over N ranks is N independent streams (episodic adaptation and the source model
@@ -22,41 +21,6 @@ from typing import TypeVar
 from speechbrain_mpol.manifest import write_rows
 
 Row = TypeVar("Row")
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's ``(rank, world_size)`` from the torchrun / SpeechBrain environment.
-
-    ``RANK`` and ``WORLD_SIZE`` (set by torchrun and by SpeechBrain's DDP launch); ``LOCAL_RANK``
-    alone (a single-node launcher that sets only it) is taken as the rank. Defaults: ``(0, 1)``.
-
-    Returns
-    -------
-    tuple of int
-        ``(rank, world_size)``, with ``0 <= rank < world_size``.
-
-    Example
-    -------
-    >>> import os
-    >>> saved = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-    ...          if k in os.environ}
-    >>> rank_and_world()
-    (0, 1)
-    >>> os.environ.update(RANK="1", WORLD_SIZE="2"); rank_and_world()
-    (1, 2)
-    >>> for k in ("RANK", "WORLD_SIZE"): del os.environ[k]
-    >>> os.environ.update(saved)
-    """
-    rank_text = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
-    world_text = os.environ.get("WORLD_SIZE", "1")
-    try:
-        rank, world = int(rank_text), int(world_text)
-    except ValueError as err:
-        message = f"RANK={rank_text!r} / WORLD_SIZE={world_text!r} are not integers"
-        raise ValueError(message) from err
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"inconsistent environment: RANK={rank}, WORLD_SIZE={world}")
-    return rank, world
 
 
 def shard_rows(

@@ -23,11 +23,10 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torchaudio
 from torch import nn
 
 #: Floor that keeps gains finite on silent bins.
@@ -231,91 +230,27 @@ class SepformerMaskHook(MaskHook):
         )
 
 
-def _submodule(mods: nn.Module, path: str) -> nn.Module:
-    module = mods
-    for part in path.split("."):
-        module = module[part] if isinstance(module, nn.ModuleDict) else getattr(module, part)
-    return module
+def attach_hook(
+    enhancer: nn.Module, hook: Callable[..., MaskHook], modules: Sequence[str]
+) -> MaskHook:
+    """Attach a :class:`MaskHook` to the submodules of a SpeechBrain pretrained enhancer.
 
-
-#: How to attach each kind of model's hook, by the ``model_type`` name of the YAML files.
-HOOKS: dict[str, Callable[[nn.Module], MaskHook]] = {
-    "metricgan": lambda mods: MetricGANMaskHook(_submodule(mods, "enhance_model")),
-    "gtcrn": lambda mods: ComplexMaskHook(_submodule(mods, "enhance_model.mask")),
-    "sepformer": lambda mods: SepformerMaskHook(
-        _submodule(mods, "masknet"), _submodule(mods, "encoder")
-    ),
-}
-
-
-def attach_hook(enhancer: nn.Module, model_type: str) -> MaskHook:
-    """Attach the right :class:`MaskHook` to a SpeechBrain pretrained enhancer.
+    Which hook class and which submodules are a property of the model: each model preset
+    (``hparams/models/<model>.yaml``) names them as ``hook`` and ``hook_modules``.
 
     Arguments
     ---------
     enhancer : speechbrain.inference.interfaces.Pretrained
         The loaded enhancer (its ``mods`` hold the network).
-    model_type : str
-        A key of :data:`HOOKS`: ``metricgan``, ``gtcrn`` or ``sepformer``.
+    hook : callable
+        A :class:`MaskHook` class, e.g. :class:`MetricGANMaskHook`.
+    modules : sequence of str
+        Dotted paths in ``enhancer.mods`` of the modules the hook class takes, in order
+        (``["enhance_model"]``; ``["masknet", "encoder"]`` for a SepFormer).
 
     Returns
     -------
     MaskHook
         The attached hook.
     """
-    if model_type not in HOOKS:
-        raise ValueError(f"unknown model_type {model_type!r}; choose one of {sorted(HOOKS)}")
-    return HOOKS[model_type](enhancer.mods)
-
-
-def model_sample_rate(enhancer: nn.Module) -> int | None:
-    """The sample rate a pretrained enhancer declares in its hyperparameters, if any."""
-    hparams = getattr(enhancer, "hparams", None)
-    rate = getattr(hparams, "sample_rate", None) if hparams is not None else None
-    return int(rate) if rate else None
-
-
-def run_enhancer(
-    enhancer: nn.Module,
-    wavs: torch.Tensor,
-    lengths: torch.Tensor | None = None,
-    sample_rate: int | None = None,
-) -> torch.Tensor:
-    """Enhance ``wavs`` ``[B, samples]`` with any supported SpeechBrain interface.
-
-    ``enhance_batch`` (SpectralMaskEnhancement, GTCRNEnhancement) or ``separate_batch``
-    (SepformerSeparation; its first source is the speech estimate). If the model declares a
-    sample rate other than ``sample_rate`` (e.g. an 8 kHz SepFormer), the audio is resampled
-    in and out, so the caller never has to; the output has the input's shape.
-
-    Arguments
-    ---------
-    enhancer : torch.nn.Module
-        The pretrained interface.
-    wavs : torch.Tensor
-        Noisy waveforms ``[B, samples]``.
-    lengths : torch.Tensor, optional
-        Relative lengths ``[B]``.
-    sample_rate : int, optional
-        Rate of ``wavs``; None means the model's own.
-
-    Returns
-    -------
-    torch.Tensor
-        Enhanced waveforms ``[B, samples]``.
-    """
-    model_rate = model_sample_rate(enhancer)
-    resample = sample_rate is not None and model_rate is not None and model_rate != sample_rate
-    x = torchaudio.functional.resample(wavs, sample_rate, model_rate) if resample else wavs
-    if hasattr(enhancer, "enhance_batch"):
-        out = enhancer.enhance_batch(x, lengths)
-    elif hasattr(enhancer, "separate_batch"):
-        out = enhancer.separate_batch(x)[..., 0]
-    else:
-        raise TypeError(f"{type(enhancer).__name__} has neither enhance_batch nor separate_batch")
-    if resample:
-        out = torchaudio.functional.resample(out, model_rate, sample_rate)
-    samples = wavs.shape[1]
-    if out.shape[1] < samples:
-        out = torch.nn.functional.pad(out, (0, samples - out.shape[1]))
-    return out[:, :samples]
+    return hook(*(enhancer.mods.get_submodule(path) for path in modules))

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from speechbrain.dataio.dataio import length_to_mask
 
 #: Floor on denominators of gains, relative to nothing: magnitudes are in waveform units.
 GAIN_FLOOR = 1e-8
@@ -58,7 +59,7 @@ def frame_mask(lengths: torch.Tensor | None, batch: int, frames: int) -> torch.T
     if lengths is None:
         return torch.ones(batch, frames, dtype=torch.bool)
     valid = torch.round(lengths.float().cpu() * frames).clamp(min=1, max=frames)
-    return torch.arange(frames)[None, :] < valid[:, None]
+    return length_to_mask(valid, max_len=frames, dtype=torch.bool)
 
 
 def noise_estimate(
@@ -397,3 +398,75 @@ def mpol_loss(
     sign = sign_penalty(mask, lengths)
     loss = (sign_weight * sign + wasser_weight * w1).mean()
     return loss, {"w1": w1.detach(), "sign": sign.detach()}
+
+
+class MPolObjective:
+    """The MPol loss of one enhancer pass (a :class:`~speechbrain_mpol.hooks.MaskView`).
+
+    Computes the reference gain from the pass, brings mask and reference into the comparison
+    domain and returns :func:`mpol_loss`. Stateless; build it in YAML with
+    ``!new:speechbrain_mpol.objective.MPolObjective``.
+
+    Arguments
+    ---------
+    reference : str
+        Reference gain, a key of :data:`REFERENCES`: ``"self"`` (the authors' S/(S+N)),
+        ``"noisy_wiener"`` or ``"decision_directed"``.
+    compare_in : str
+        ``"linear"``: compare the mask's effective linear gain with the reference;
+        ``"mask"``: map the reference into the mask's own domain (MetricGAN+'s log1p domain)
+        and compare it with the raw mask.
+    noise_frames : int
+        Frames in the noise estimate (k).
+    compression : float
+        Power-law compression of the magnitude domain (1 for none).
+    sign_weight, wasser_weight : float
+        Loss weights (see :func:`mpol_loss`).
+
+    Example
+    -------
+    >>> from speechbrain_mpol.hooks import MaskView
+    >>> noisy = torch.rand(1, 40, 5) + 0.1
+    >>> mask = torch.full((1, 40, 5), 0.5, requires_grad=True)
+    >>> view = MaskView(mask, noisy, mask * noisy, None, lambda m: m, lambda g: g)
+    >>> loss, parts = MPolObjective(reference="noisy_wiener")(view)
+    >>> loss.backward(); sorted(parts), bool(mask.grad.abs().sum() > 0)
+    (['sign', 'w1'], True)
+    """
+
+    def __init__(
+        self,
+        reference: str = "self",
+        compare_in: str = "linear",
+        noise_frames: int = 32,
+        compression: float = 1.0,
+        sign_weight: float = 10.0,
+        wasser_weight: float = 1.0,
+    ):
+        if compare_in not in ("linear", "mask"):
+            raise ValueError(f"compare_in must be 'linear' or 'mask', not {compare_in!r}")
+        if reference not in REFERENCES:
+            raise ValueError(f"unknown reference {reference!r}; choose one of {sorted(REFERENCES)}")
+        self.reference = reference
+        self.compare_in = compare_in
+        self.noise_frames = int(noise_frames)
+        self.compression = float(compression)
+        self.sign_weight = float(sign_weight)
+        self.wasser_weight = float(wasser_weight)
+
+    def reference_gain(self, view) -> torch.Tensor:
+        """The reference as a linear gain ``[B, T, F]`` (detached)."""
+        return reference_gain(self.reference, view.noisy, view.enhanced.detach(), view.lengths,
+                              k=self.noise_frames, compression=self.compression)
+
+    def mask_and_reference(self, view) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (mask, reference) pair in the comparison domain."""
+        gain = self.reference_gain(view)
+        if self.compare_in == "linear":
+            return view.linear_gain(), gain
+        return view.mask, view.from_linear(gain).detach()
+
+    def __call__(self, view) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``sign_weight * mean(relu(-M)) + wasser_weight * W1(M, G)``, mean over the batch."""
+        mask, reference = self.mask_and_reference(view)
+        return mpol_loss(mask, reference, view.lengths, self.sign_weight, self.wasser_weight)

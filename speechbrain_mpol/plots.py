@@ -13,14 +13,15 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from speechbrain_mpol.atomic import atomic_path  # noqa: E402
+
 SYSTEMS = (("noisy", "noisy_"), ("source", "source_"), ("adapted", ""))
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def plot_results(rows: Sequence[Mapping], out_dir: str | os.PathLike) -> list[Path]:
@@ -94,6 +95,44 @@ def plot_mask_histograms(
     ax.set_ylabel("density")
     ax.set_title(title)
     ax.legend()
+    path = Path(path)
+    _save(fig, path)
+    return path
+
+
+def plot_deltas(table: Sequence[Mapping], model: str, path: str | os.PathLike) -> Path | None:
+    """Per-shift bars of the PESQ difference to Source, one bar per method.
+
+    Arguments
+    ---------
+    table : sequence of mapping
+        Benchmark summary rows with ``model``, ``shift``, ``method`` and ``d_pesq``.
+    model : str
+        The model whose rows are drawn.
+    path : str or PathLike
+        PNG file to write.
+
+    Returns
+    -------
+    Path or None
+        The file written (None when the model has no adapted method).
+    """
+    rows = [e for e in table if e["model"] == model and e["method"] != "source"]
+    if not rows:
+        return None
+    shifts = list(dict.fromkeys(e["shift"] for e in rows))
+    methods = list(dict.fromkeys(e["method"] for e in rows))
+    fig, ax = plt.subplots(figsize=(1.3 * len(shifts) + 2, 3.4))
+    width = 0.8 / len(methods)
+    for j, method in enumerate(methods):
+        values = [next((e.get("d_pesq", math.nan) for e in rows
+                        if e["shift"] == s and e["method"] == method), math.nan) for s in shifts]
+        ax.bar(np.arange(len(shifts)) + j * width, values, width, label=method)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(shifts)) + 0.4 - width / 2, shifts)
+    ax.set_ylabel("PESQ-WB, method - Source")
+    ax.set_title(model)
+    ax.legend(fontsize=7, ncol=2)
     path = Path(path)
     _save(fig, path)
     return path

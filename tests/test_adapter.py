@@ -3,16 +3,19 @@
 import pytest
 import torch
 
-from speechbrain_mpol.adapter import MPolAdapter, crop_batch, select_parameters
-from speechbrain_mpol.hooks import attach_hook, run_enhancer
+from speechbrain_mpol.adapter import Adapter, crop_batch, select_parameters
+from speechbrain_mpol.inference import run_enhancer
+from speechbrain_mpol.objective import MPolObjective
+from speechbrain_mpol.presets import load_model_preset, model_hook
 
-SELECTED = ["linear2", "Learnable_sigmoid"]
+SELECTED = load_model_preset("metricgan_plus")["adapted_params"]
 
 
-def make_adapter(enhancer, **kwargs):
+def make_adapter(enhancer, compare_in="linear", **kwargs):
     kwargs.setdefault("params", SELECTED)
     kwargs.setdefault("opt_class", lambda p: torch.optim.AdamW(p, lr=1e-2))
-    return MPolAdapter(enhancer, attach_hook(enhancer, "metricgan"), **kwargs)
+    hook = model_hook(enhancer, load_model_preset("metricgan_plus"))
+    return Adapter(enhancer, hook, MPolObjective(compare_in=compare_in), **kwargs)
 
 
 def noisy_batch(seconds=1.0, batch=1, seed=0):
@@ -191,11 +194,11 @@ def test_batched_objective_equals_unbatched(metricgan_enhancer):
     batch = torch.zeros(2, long.shape[1])
     batch[0], batch[1, : short.shape[1]] = long[0], short[0]
     lengths = torch.tensor([1.0, short.shape[1] / long.shape[1]])
-    together = adapter.objective(batch, lengths)["w1"]
-    alone = torch.cat([adapter.objective(long, torch.ones(1))["w1"],
-                       adapter.objective(short, torch.ones(1))["w1"]])
+    together = adapter.measure(batch, lengths)["w1"]
+    alone = torch.cat([adapter.measure(long, torch.ones(1))["w1"],
+                       adapter.measure(short, torch.ones(1))["w1"]])
     # equal up to the last STFT frame of the short one, which sees zeros instead of its own
     # reflection padding: 1% is ample (measured: equal to 4 digits)
     assert torch.allclose(together, alone, rtol=0.01)
-    one = adapter.objective(long, torch.ones(1))["w1"]
-    assert torch.equal(adapter.objective(long, torch.ones(1))["w1"], one)  # B = 1: same path
+    one = adapter.measure(long, torch.ones(1))["w1"]
+    assert torch.equal(adapter.measure(long, torch.ones(1))["w1"], one)  # B = 1: same path

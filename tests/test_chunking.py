@@ -17,7 +17,7 @@ from speechbrain_mpol.chunking import (
     enhance_file_chunked,
     iter_chunks,
 )
-from speechbrain_mpol.hooks import run_enhancer
+from speechbrain_mpol.inference import run_enhancer
 from tests.conftest import REPO, SHARED, build_metricgan_enhancer, real_mixture
 
 SR = 16000

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from speechbrain_mpol.distributed import merge_result_csvs, rank_and_world, shard_rows
+from speechbrain_mpol.distributed import merge_result_csvs, shard_rows
 
 
 @pytest.mark.parametrize("strided", [False, True])
@@ -31,18 +31,6 @@ def test_shards_cover_every_row_once(count, world, strided):
 def test_shard_rejects_bad_rank():
     with pytest.raises(ValueError, match="rank"):
         shard_rows([1, 2], 2, 2)
-
-
-def test_rank_and_world(monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
-    assert rank_and_world() == (0, 1)
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert rank_and_world() == (1, 2)
-    monkeypatch.setenv("RANK", "3")
-    with pytest.raises(ValueError, match="inconsistent"):
-        rank_and_world()
 
 
 def write_csv(path, rows):
@@ -92,7 +80,6 @@ def gloo_worker(rank: int, world: int, port: int, folder: str) -> None:
     """One rank: shard the manifest, RMS of each wav, per-rank CSV, barrier, rank 0 merges."""
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    rank, world = rank_and_world()
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=30))
     try:

@@ -3,23 +3,13 @@
 import pytest
 import torch
 
-from speechbrain_mpol.adapter import MPolAdapter
-from speechbrain_mpol.baselines import (
-    BNStatsAdapter,
-    EntropyAdapter,
-    RemixITAdapter,
-    SourceAdapter,
-)
-from speechbrain_mpol.hooks import attach_hook
+from speechbrain_mpol.presets import build_adapter, load_model_preset, model_hook
 
 from .conftest import real_mixture
 
-METRICGAN_PARAMS = ["linear2", "Learnable_sigmoid"]
-GTCRN_PARAMS = [r"bn\d?\.", r"_ln\.", r"de_convs\.4\."]
-
-
-def fast_opt(params):
-    return torch.optim.AdamW(params, lr=1e-2)
+METRICGAN = load_model_preset("metricgan_plus")
+GTCRN = load_model_preset("gtcrn_vctk")
+FAST = 0.01  # a learning rate large enough to move weights in a few steps
 
 
 def snapshot(module):
@@ -34,9 +24,8 @@ def test_metricgan_hook_sees_mask_and_adaptation_changes_selected_weights(
     real_metricgan, shared_audio
 ):
     noisy, _ = real_mixture(shared_audio)
-    hook = attach_hook(real_metricgan, "metricgan")
-    adapter = MPolAdapter(real_metricgan, hook, params=METRICGAN_PARAMS, opt_class=fast_opt,
-                          accumulation=1)
+    adapter = build_adapter(real_metricgan, METRICGAN, "mpol", lr=FAST, accumulation=1)
+    hook = adapter.hook
     with torch.no_grad():
         real_metricgan.enhance_batch(noisy[None], torch.ones(1))
     view = hook.view()
@@ -60,34 +49,28 @@ def test_metricgan_hook_sees_mask_and_adaptation_changes_selected_weights(
 @pytest.mark.parametrize("compare_in", ["linear", "mask"])
 def test_metricgan_mpol_reduces_its_own_objective(real_metricgan, shared_audio, compare_in):
     noisy, _ = real_mixture(shared_audio, snr=0.0, seed=1)
-    adapter = MPolAdapter(real_metricgan, attach_hook(real_metricgan, "metricgan"),
-                          params=METRICGAN_PARAMS, compare_in=compare_in, mode="episodic",
-                          steps=5, opt_class=lambda p: torch.optim.AdamW(p, lr=5e-3),
-                          clip_grad_norm=None)
+    adapter = build_adapter(real_metricgan, METRICGAN, "mpol", compare_in=compare_in,
+                            mode="episodic", steps=5, lr=5e-3, clip_grad_norm=None)
     wavs, lens = noisy[None], torch.ones(1)
-    before = float(adapter.objective(wavs, lens)["w1"][0])
+    before = float(adapter.measure(wavs, lens)["w1"][0])
     adapter(wavs, lens)
-    after = float(adapter.objective(wavs, lens)["w1"][0])
+    after = float(adapter.measure(wavs, lens)["w1"][0])
     assert after < before
 
 
-def _methods(params):
-    return {
-        "source": lambda e, h: SourceAdapter(e, h),
-        "mpol": lambda e, h: MPolAdapter(e, h, params=params, opt_class=fast_opt,
-                                         accumulation=2),
-        "mpol_episodic": lambda e, h: MPolAdapter(e, h, params=params, opt_class=fast_opt,
-                                                  mode="episodic", steps=1),
-        "entropy": lambda e, h: EntropyAdapter(e, h, params=params, opt_class=fast_opt,
-                                               accumulation=2),
-        "remixit": lambda e, h: RemixITAdapter(e, h, params=params, opt_class=fast_opt,
-                                               buffer_size=2),
-    }
+METHODS = {  # method preset -> options that make a short test move the weights
+    "source": {},
+    "mpol": {"lr": FAST, "accumulation": 2},
+    "mpol_episodic": {"lr": FAST, "steps": 1},
+    "entropy": {"lr": FAST, "accumulation": 2},
+    "remixit": {"lr": FAST, "buffer_size": 2},
+    "bn_stats": {},
+}
 
 
-def _run_method(enhancer, model_type, factory, shared_audio):
+def _run_method(enhancer, model, method, shared_audio):
     before = snapshot(enhancer.mods)
-    adapter = factory(enhancer, attach_hook(enhancer, model_type))
+    adapter = build_adapter(enhancer, model, method, **METHODS[method])
     for seed, noise in enumerate(["noise1.wav", "noise3.wav"]):
         noisy, _ = real_mixture(shared_audio, seed=seed, noise=noise, seconds=2.0)
         out = adapter(noisy[None], torch.ones(1))
@@ -99,8 +82,7 @@ def _run_method(enhancer, model_type, factory, shared_audio):
 def test_metricgan_methods_change_only_declared_parameters(
     real_metricgan, shared_audio, method
 ):
-    adapter, changed = _run_method(real_metricgan, "metricgan",
-                                   _methods(METRICGAN_PARAMS)[method], shared_audio)
+    adapter, changed = _run_method(real_metricgan, METRICGAN, method, shared_audio)
     if method == "source":
         assert not changed
     else:
@@ -115,9 +97,7 @@ def test_metricgan_methods_change_only_declared_parameters(
 @pytest.mark.parametrize("method", ["source", "mpol", "mpol_episodic", "entropy", "remixit",
                                     "bn_stats"])
 def test_gtcrn_methods_change_only_declared_parameters(real_gtcrn, shared_audio, method):
-    methods = _methods(GTCRN_PARAMS)
-    methods["bn_stats"] = lambda e, h: BNStatsAdapter(e, h)
-    adapter, changed = _run_method(real_gtcrn, "gtcrn", methods[method], shared_audio)
+    adapter, changed = _run_method(real_gtcrn, GTCRN, method, shared_audio)
     if method == "source":
         assert not changed
     elif method == "bn_stats":
@@ -128,7 +108,7 @@ def test_gtcrn_methods_change_only_declared_parameters(real_gtcrn, shared_audio,
 
 def test_gtcrn_hook_mask_is_complex_magnitude(real_gtcrn, shared_audio):
     noisy, _ = real_mixture(shared_audio)
-    hook = attach_hook(real_gtcrn, "gtcrn")
+    hook = model_hook(real_gtcrn, GTCRN)
     with torch.no_grad():
         out = real_gtcrn.enhance_batch(noisy[None], torch.ones(1))
     view = hook.view()
@@ -141,4 +121,4 @@ def test_gtcrn_hook_mask_is_complex_magnitude(real_gtcrn, shared_audio):
 
 def test_bn_stats_needs_batchnorm(real_metricgan):
     with pytest.raises(ValueError, match="BatchNorm"):
-        BNStatsAdapter(real_metricgan, attach_hook(real_metricgan, "metricgan"))
+        build_adapter(real_metricgan, METRICGAN, "bn_stats")

@@ -2,7 +2,7 @@
 
 import csv
 import json
-import sys
+import runpy
 
 import numpy as np
 import pytest
@@ -10,16 +10,15 @@ import soundfile as sf
 
 from .conftest import REPO, SHARED, metricgan_folder, real_mixture, sepformer_folder
 
-sys.path.insert(0, str(REPO / "recipes"))
+EXAMPLES = REPO / "examples"
 
 
-def run_recipe(hparams_file, tmp_path, *extra, output_folder=None):
-    from adapt import main
-
+def run_recipe(tmp_path, *extra, output_folder=None):
+    """``recipes/adapt.py hparams/mpol_voicebank.yaml`` in this process, outputs in tmp."""
+    main = runpy.run_path(str(REPO / "recipes" / "adapt.py"))["main"]
     argv = [
-        str(REPO / "hparams" / hparams_file),
+        str(REPO / "hparams" / "mpol_voicebank.yaml"),
         f"--output_folder={output_folder or tmp_path / 'out'}",
-        f"--example_folder={tmp_path / 'example'}",
         f"--savedir={tmp_path / 'savedir'}",
         f"--shared_folder={SHARED}",
         *extra,
@@ -34,61 +33,51 @@ def read_results(folder):
 
 def test_default_metricgan_recipe_on_example_set(tmp_path, shared_audio):
     metricgan_folder()  # fails loudly if no MetricGAN+ weights exist at all
-    summary = run_recipe("mpol_voicebank.yaml", tmp_path)
+    summary = run_recipe(tmp_path)
     out = tmp_path / "out"
     rows = read_results(out)
-    assert len(rows) == 12 == summary["utterances"]
+    examples = sorted((EXAMPLES / "noisy").iterdir())
+    assert len(rows) == len(examples) == summary["utterances"] >= 10
     for row in rows:
         enhanced, rate = sf.read(out / "enhanced" / f"{row['ID']}.wav")
-        noisy = sf.read(tmp_path / "example" / "example" / "noisy" / f"{row['ID']}.wav")[0]
+        noisy = sf.read(next(p for p in examples if p.stem == row["ID"]))[0]
         assert rate == 16000 and len(enhanced) == len(noisy)
         assert 1.0 <= float(row["pesq"]) <= 4.6 and 0 <= float(row["stoi"]) <= 1
     saved = json.loads((out / "summary.json").read_text())
     assert set(saved) >= {"noisy", "source", "adapted", "adapted_minus_source", "adaptation"}
     # the default (dev-sweep winner) is episodic with 3 steps per utterance
-    assert saved["adaptation"]["backward"] == saved["adaptation"]["updates"] == 36
+    assert saved["adaptation"]["backward"] == saved["adaptation"]["updates"] == 3 * len(rows)
     assert (out / "scores.png").is_file() and (out / "pesq_gain.png").is_file()
 
 
 def test_authors_configuration_runs_continual(tmp_path, shared_audio):
     metricgan_folder()
-    summary = run_recipe("mpol_paper.yaml", tmp_path, "--compare_to_source=False")
-    assert summary["adaptation"]["backward"] == 12  # one adaptation pass per utterance
-    assert summary["adaptation"]["updates"] == 1  # 12 utterances, accumulation 8
+    summary = run_recipe(tmp_path, "--method=mpol_paper", "--compare_to_source=False")
+    n = summary["utterances"]
+    assert summary["adaptation"]["backward"] == n  # one adaptation pass per utterance
+    assert summary["adaptation"]["updates"] == n // 8  # accumulation 8
 
 
-def test_gtcrn_recipe_offline_end_to_end(tmp_path, shared_audio):
-    if not (SHARED / "models" / "gtcrn" / "model_trained_on_vctk.tar").is_file():
-        pytest.skip("GTCRN checkpoints absent")
-    summary = run_recipe("mpol_gtcrn_voicebank.yaml", tmp_path,
-                         f"--pretrained_root={tmp_path / 'pretrained_models'}")
-    assert summary["utterances"] == 12
-    assert summary["adaptation"]["updates"] == 36  # episodic, 3 steps per utterance
-    assert summary["model_source"].endswith("gtcrn-vctk")
+def test_gtcrn_recipe_offline_end_to_end(tmp_path):
+    summary = run_recipe(tmp_path, "--model=gtcrn_vctk")
+    n = summary["utterances"]
+    assert summary["adaptation"]["updates"] == 3 * n  # episodic, 3 steps per utterance
+    assert summary["model_source"].endswith("gtcrn_vctk")
     assert np.isfinite(summary["adapted_minus_source"]["pesq"]["mean"])
 
 
 def test_sepformer_recipe_offline_end_to_end(tmp_path, shared_audio):
     """The hub id is unreachable here: the recipe falls back to a local SepFormer."""
     sepformer_folder()
-    summary = run_recipe("mpol_sepformer.yaml", tmp_path)
-    assert summary["utterances"] == 12
+    summary = run_recipe(tmp_path, "--model=sepformer")
+    n = summary["utterances"]
     # its dev winner is continual: one adaptation pass per utterance, a step every 8
-    assert summary["adaptation"]["backward"] == 12
-    assert summary["adaptation"]["updates"] + summary["adaptation"].get("rollbacks", 0) == 1
+    assert summary["adaptation"]["backward"] == n
+    assert summary["adaptation"]["updates"] + summary["adaptation"].get("rollbacks", 0) == n // 8
     assert summary["model_source"] != "speechbrain/sepformer-wham16k-enhancement"
     assert np.isfinite(summary["adapted_minus_source"]["pesq"]["mean"])
     rows = read_results(tmp_path / "out")
     assert all(float(r["objective_w1"]) >= 0 and float(r["objective_sign"]) == 0 for r in rows)
-
-
-def test_missing_shared_audio_is_a_clear_error(tmp_path):
-    from adapt import main
-
-    with pytest.raises(SystemExit, match="shared audio folder not found"):
-        main([str(REPO / "hparams" / "mpol_voicebank.yaml"),
-              f"--output_folder={tmp_path / 'out'}", f"--example_folder={tmp_path / 'ex'}",
-              f"--shared_folder={tmp_path / 'none'}"])
 
 
 def test_bad_files_are_skipped_and_reported(tmp_path, shared_audio):
@@ -109,8 +98,7 @@ def test_bad_files_are_skipped_and_reported(tmp_path, shared_audio):
     sf.write(folder / "rate44k.wav", np.interp(np.arange(0, len(noisy), 16000 / 44100),
                                                np.arange(len(noisy)), noisy.numpy()), 44100)
     sf.write(folder / "stereo.wav", np.stack([noisy.numpy(), noisy.numpy()], 1), 16000)
-    summary = run_recipe("mpol_voicebank.yaml", tmp_path, f"--data_folder={folder}",
-                         "--max_seconds=30")
+    summary = run_recipe(tmp_path, f"--data_folder={folder}", "--max_seconds=30")
     problems = {s["file"].rsplit("/", 1)[-1]: s["problem"] for s in summary["skipped"]}
     assert set(problems) == {"empty.wav", "silent.wav", "nan.wav", "text.wav", "garbled.wav",
                              "long.wav"}
@@ -129,7 +117,7 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path, shared_audio):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     with pytest.raises(SystemExit, match="output folder is not writable"):
-        run_recipe("mpol_voicebank.yaml", tmp_path, output_folder=blocker / "out")
+        run_recipe(tmp_path, output_folder=blocker / "out")
 
 
 def test_output_path_equal_to_input_is_refused(tmp_path, shared_audio):
@@ -139,7 +127,7 @@ def test_output_path_equal_to_input_is_refused(tmp_path, shared_audio):
     noisy, _ = real_mixture(shared_audio, seconds=1.0)
     sf.write(enhanced / "x.wav", noisy.numpy(), 16000)
     before = (enhanced / "x.wav").read_bytes()
-    summary = run_recipe("mpol_voicebank.yaml", tmp_path, f"--data_folder={enhanced}")
+    summary = run_recipe(tmp_path, f"--data_folder={enhanced}")
     assert summary["utterances"] == 0
     assert "refusing to overwrite an input" in summary["skipped"][0]["problem"]
     assert (enhanced / "x.wav").read_bytes() == before
@@ -147,5 +135,5 @@ def test_output_path_equal_to_input_is_refused(tmp_path, shared_audio):
 
 def test_missing_model_stops_with_a_helpful_message(tmp_path, shared_audio):
     with pytest.raises(SystemExit, match="No pretrained enhancer could be loaded"):
-        run_recipe("mpol_voicebank.yaml", tmp_path, "--model_source=speechbrain/not-a-model",
-                   "--offline_sources=[]")
+        run_recipe(tmp_path, "--model=metricgan_source",
+                   "--model_source=speechbrain/not-a-model")

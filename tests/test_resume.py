@@ -26,9 +26,9 @@ def _make_set(folder, shared_audio, n=8):
 def _command(data, out):
     return [sys.executable, str(REPO / "recipes" / "adapt.py"),
             str(REPO / "hparams" / "mpol_voicebank.yaml"), f"--data_folder={data}",
-            f"--output_folder={out}", f"--shared_folder={SHARED}", "--accumulation=2",
-            "--mode=continual", "--compare_to_source=False", "--plots=False",
-            "--model_source=pretrained/metricgan_source"]
+            f"--output_folder={out}", f"--shared_folder={SHARED}",
+            "--method_options={accumulation: 2, mode: continual}", "--compare_to_source=False",
+            "--plots=False", "--model=metricgan_source"]
 
 
 def _results(out):

@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_mpol.adapter import MPolAdapter
-from speechbrain_mpol.baselines import BNStatsAdapter
-from speechbrain_mpol.hooks import attach_hook, run_enhancer
+from speechbrain_mpol.inference import run_enhancer
 from speechbrain_mpol.metrics import si_sdr
+from speechbrain_mpol.presets import build_adapter, load_model_preset, model_hook
 
 from .conftest import real_mixture, sepformer_folder
-from .test_integration import _methods, _run_method, changed_keys, snapshot
+from .test_integration import _run_method, changed_keys, snapshot
 
-SEPFORMER_PARAMS = [r"masknet\..*norm", r"masknet\.output"]
+SEPFORMER = load_model_preset("sepformer")
 
 
 def test_sepformer_source_model_enhances_real_speech(real_sepformer, shared_audio):
@@ -37,7 +36,7 @@ def test_sepformer_source_model_enhances_real_speech(real_sepformer, shared_audi
 
 def test_sepformer_hook_sees_relu_mask_in_encoder_domain(real_sepformer, shared_audio):
     noisy, _ = real_mixture(shared_audio, seconds=2.0)
-    hook = attach_hook(real_sepformer, "sepformer")
+    hook = model_hook(real_sepformer, SEPFORMER)
     with torch.no_grad():
         out = run_enhancer(real_sepformer, noisy[None], torch.ones(1))
     view = hook.view()
@@ -57,8 +56,7 @@ def test_sepformer_hook_sees_relu_mask_in_encoder_domain(real_sepformer, shared_
 
 @pytest.mark.parametrize("method", ["source", "mpol", "mpol_episodic", "entropy", "remixit"])
 def test_sepformer_methods_change_only_declared_parameters(real_sepformer, shared_audio, method):
-    adapter, changed = _run_method(real_sepformer, "sepformer",
-                                   _methods(SEPFORMER_PARAMS)[method], shared_audio)
+    adapter, changed = _run_method(real_sepformer, SEPFORMER, method, shared_audio)
     if method == "source":
         assert not changed
         return
@@ -77,14 +75,13 @@ def test_sepformer_methods_change_only_declared_parameters(real_sepformer, share
 def test_sepformer_mpol_reduces_its_objective_and_reset_restores(real_sepformer, shared_audio):
     noisy, _ = real_mixture(shared_audio, snr=0.0, seed=1, seconds=2.0)
     before_state = snapshot(real_sepformer.mods)
-    adapter = MPolAdapter(real_sepformer, attach_hook(real_sepformer, "sepformer"),
-                          params=SEPFORMER_PARAMS, reference="noisy_wiener", noise_frames=1000,
-                          mode="episodic", steps=5, sign_weight=0.0, clip_grad_norm=None,
-                          opt_class=lambda p: torch.optim.AdamW(p, lr=5e-3))
+    adapter = build_adapter(real_sepformer, SEPFORMER, "mpol", reference="noisy_wiener",
+                            noise_frames=1000, mode="episodic", steps=5, clip_grad_norm=None,
+                            lr=5e-3)
     wavs, lens = noisy[None], torch.ones(1)
-    before = float(adapter.objective(wavs, lens)["w1"][0])
+    before = float(adapter.measure(wavs, lens)["w1"][0])
     adapter(wavs, lens)
-    after = float(adapter.objective(wavs, lens)["w1"][0])
+    after = float(adapter.measure(wavs, lens)["w1"][0])
     assert after < before
     assert changed_keys(before_state, real_sepformer.mods)
     adapter.reset()
@@ -93,7 +90,7 @@ def test_sepformer_mpol_reduces_its_objective_and_reset_restores(real_sepformer,
 
 def test_sepformer_has_no_batchnorm_statistics_to_adapt(real_sepformer):
     with pytest.raises(ValueError, match="BatchNorm"):
-        BNStatsAdapter(real_sepformer, attach_hook(real_sepformer, "sepformer"))
+        build_adapter(real_sepformer, SEPFORMER, "bn_stats")
 
 
 def test_8khz_sepformer_is_resampled_in_and_out(tmp_path, shared_audio):
@@ -107,14 +104,15 @@ def test_8khz_sepformer_is_resampled_in_and_out(tmp_path, shared_audio):
                                                           "sample_rate: 8000"))
     model = SepformerSeparation.from_hparams(source=str(folder), savedir=str(folder))
     assert model.hparams.sample_rate == 8000
-    hook = attach_hook(model, "sepformer")
+    hook = model_hook(model, SEPFORMER)
     noisy, _ = real_mixture(shared_audio, seconds=2.0)
     with torch.no_grad():
         out = run_enhancer(model, noisy[None], torch.ones(1), sample_rate=16000)
     assert out.shape == (1, noisy.numel()) and torch.isfinite(out).all()
     stride = model.mods.encoder.conv1d.stride[0]
     assert abs(hook.view().mask.shape[1] - noisy.numel() / 2 / stride) <= 2  # saw 8 kHz
-    adapter = MPolAdapter(model, hook, params=SEPFORMER_PARAMS, mode="episodic", steps=1,
-                          sample_rate=16000, opt_class=lambda p: torch.optim.AdamW(p, lr=1e-2))
+    hook.remove()  # build_adapter attaches its own
+    adapter = build_adapter(model, SEPFORMER, "mpol", mode="episodic", steps=1,
+                            sample_rate=16000, lr=1e-2)
     adapted = adapter(noisy[None], torch.ones(1))
     assert adapted.shape == (1, noisy.numel()) and adapter.counts["updates"] == 1

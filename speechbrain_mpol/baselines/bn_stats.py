@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from speechbrain_mpol.adapter import Adapter
-from speechbrain_mpol.hooks import MaskHook, run_enhancer
+from speechbrain_mpol.hooks import MaskHook
+from speechbrain_mpol.inference import run_enhancer
 
 
 class BNStatsAdapter(Adapter):
@@ -25,8 +26,10 @@ class BNStatsAdapter(Adapter):
         Weight of the new utterance in the running statistics (PyTorch's BN momentum).
     mode : str
         ``"continual"`` (statistics carry over) or ``"episodic"`` (reset per utterance).
-    **ignored
-        Options of other methods, accepted so every method shares one YAML block.
+    sample_rate : int
+        Sample rate of the waveforms.
+    chunk_seconds : float or None
+        See :class:`~speechbrain_mpol.adapter.Adapter`.
     """
 
     def __init__(
@@ -35,10 +38,11 @@ class BNStatsAdapter(Adapter):
         hook: MaskHook,
         momentum: float = 0.1,
         mode: str = "continual",
-        **ignored,
+        sample_rate: int = 16000,
+        chunk_seconds: float | None = 30.0,
     ):
-        super().__init__(enhancer, hook, params=(), mode=mode,
-                         sample_rate=ignored.get("sample_rate", 16000))
+        super().__init__(enhancer, hook, mode=mode, sample_rate=sample_rate,
+                         chunk_seconds=chunk_seconds)
         self.momentum = float(momentum)
         batchnorm = nn.modules.batchnorm._BatchNorm
         self.norms = [m for m in self.model.modules() if isinstance(m, batchnorm)]

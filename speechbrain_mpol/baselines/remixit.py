@@ -14,14 +14,18 @@ from __future__ import annotations
 import copy
 
 import torch
+from speechbrain.nnet.losses import cal_si_snr
 from torch import nn
 
 from speechbrain_mpol.adapter import Adapter, crop_batch
-from speechbrain_mpol.hooks import MaskHook, run_enhancer
+from speechbrain_mpol.hooks import MaskHook
+from speechbrain_mpol.inference import run_enhancer
+from speechbrain_mpol.weights import swapped_weights
 
 
-def neg_si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Negative scale-invariant SDR in dB, per row of ``[B, samples]`` (zero-mean inputs).
+def neg_si_sdr(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Negative scale-invariant SDR in dB per row of ``[B, samples]`` (SpeechBrain's
+    ``cal_si_snr``, which takes ``[samples, B, sources]``).
 
     Example
     -------
@@ -29,13 +33,7 @@ def neg_si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) 
     >>> bool(neg_si_sdr(2 * x, x) < -60)
     True
     """
-    estimate = estimate - estimate.mean(dim=1, keepdim=True)
-    target = target - target.mean(dim=1, keepdim=True)
-    scale = (estimate * target).sum(1, keepdim=True) / (target.pow(2).sum(1, keepdim=True) + eps)
-    projection = scale * target
-    noise = estimate - projection
-    ratio = projection.pow(2).sum(1) / (noise.pow(2).sum(1) + eps)
-    return -10 * torch.log10(ratio + eps)
+    return cal_si_snr(target.T.unsqueeze(-1), estimate.T.unsqueeze(-1)).reshape(-1)
 
 
 class RemixITAdapter(Adapter):
@@ -51,8 +49,8 @@ class RemixITAdapter(Adapter):
         ``beta`` of the teacher's moving average.
     seed : int
         Seed of the noise permutations.
-    **ignored
-        Options of other methods, accepted so every method shares one YAML block.
+    chunk_seconds : float or None
+        See :class:`~speechbrain_mpol.adapter.Adapter`.
     """
 
     def __init__(
@@ -67,11 +65,12 @@ class RemixITAdapter(Adapter):
         buffer_size: int = 4,
         teacher_momentum: float = 0.99,
         seed: int = 0,
-        **ignored,
+        chunk_seconds: float | None = 30.0,
     ):
-        super().__init__(enhancer, hook, params=params, opt_class=opt_class,
-                         clip_grad_norm=clip_grad_norm, crop_seconds=crop_seconds,
-                         sample_rate=sample_rate, source_pull=0.0)
+        super().__init__(enhancer, hook, params=params,
+                         opt_class=opt_class, clip_grad_norm=clip_grad_norm,
+                         crop_seconds=crop_seconds, sample_rate=sample_rate, source_pull=0.0,
+                         chunk_seconds=chunk_seconds)
         self.buffer_size = max(2, int(buffer_size))
         self.teacher_momentum = float(teacher_momentum)
         self.teacher_state = copy.deepcopy(self.model.state_dict())  # a copy, never an alias
@@ -87,13 +86,9 @@ class RemixITAdapter(Adapter):
     @torch.no_grad()
     def teacher_split(self, wavs: torch.Tensor, lengths: torch.Tensor):
         """Teacher's (speech, noise) estimates of a batch, the student's weights restored after."""
-        student = copy.deepcopy(self.model.state_dict())
-        self.model.load_state_dict(self.teacher_state)
-        try:
+        with swapped_weights(self.model, self.teacher_state):
             speech = run_enhancer(self.enhancer, wavs, lengths, self.sample_rate)
-        finally:
-            self.model.load_state_dict(student)
-            self.hook.clear()
+        self.hook.clear()
         self.counts["forward"] += 1
         # MetricGAN+'s resynthesis peak-normalizes its output: rescale the speech estimate to
         # the mixture (least squares) so that mixture - speech is a meaningful noise estimate.
@@ -130,7 +125,7 @@ class RemixITAdapter(Adapter):
             if torch.isfinite(loss):
                 loss.backward()
                 self.counts["backward"] += 1
-                self.update()
+                self.step()
             else:
                 self.counts["skipped_nonfinite"] += 1
                 self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,293 @@
+"""The domain-shift benchmark: every model x method over one shuffled stream of shifted sets.
+
+For each model preset and each method preset, the utterances of all shifted sets of a split
+(built beforehand by the data-preparation recipe, one manifest per shift) are streamed through
+the method as one seeded, shuffled stream starting from the source weights (continual
+adaptation needs more than one small set), with the same evaluation loop as the main job
+(:class:`~speechbrain_mpol.brain.MPolBrain`), and scored (PESQ-WB, STOI, ESTOI, SI-SDR,
+CSIG/CBAK/COVL). :func:`run_benchmark` writes to ``output_folder``:
+
+- ``benchmark.csv``: one row per model x shift x method x utterance, with the reporting
+  objective (W1 to the authors' reference) under the source weights and after adaptation;
+- ``summary.csv`` / ``summary.md``: means, difference to Source with 95% paired-bootstrap
+  intervals;
+- ``diagnostics.csv``: per model x shift, the source mask against the oracle
+  (:mod:`speechbrain_mpol.diagnostics`);
+- ``cost.csv``: forward and backward passes and wall time per second of audio, per method;
+- ``fig_<model>_delta.png`` and ``fig_<model>_<shift>_hist.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speechbrain_mpol.audio import read_audio
+from speechbrain_mpol.brain import MPolBrain
+from speechbrain_mpol.diagnostics import mask_statistics, mask_values
+from speechbrain_mpol.manifest import write_rows
+from speechbrain_mpol.metrics import evaluate_pair, paired_bootstrap_ci
+from speechbrain_mpol.pipeline import build_dataset
+from speechbrain_mpol.presets import load_enhancer, load_method, load_model_preset, model_hook
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("pesq", "stoi", "estoi", "si_sdr", "csig", "cbak", "covl")
+
+
+def shift_manifests(folder: str | os.PathLike, split: str, shifts: list[str]) -> dict[str, Path]:
+    """The manifest of every shift of ``split``: ``<folder>/<split>/<shift>/<split>_<shift>.csv``.
+
+    Raises ``FileNotFoundError`` naming the first missing one (run the preparation recipe).
+    """
+    manifests = {}
+    for shift in shifts:
+        path = Path(folder) / split / shift / f"{split}_{shift}.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: shifted set not found; build it with the data "
+                                    "preparation recipe first (see README, Benchmark)")
+        manifests[shift] = path
+    return manifests
+
+
+def read_shifts(manifests: dict[str, Path], limit: int | None = None) -> dict[str, list[dict]]:
+    """The rows of every shift (the first ``limit`` of each), IDs as ``<manifest stem>/<ID>``."""
+    shifts = {}
+    for shift, manifest in manifests.items():
+        with open(manifest, newline="") as handle:
+            rows = list(csv.DictReader(handle))[:limit or None]
+        shifts[shift] = [{"ID": f"{manifest.stem}/{row['ID']}", "duration": row["duration"],
+                          "noisy_wav": row["noisy_wav"], "clean_wav": row["clean_wav"],
+                          "shift": shift} for row in rows]
+    return shifts
+
+
+def write_stream(shifts: dict[str, list[dict]], path: str | os.PathLike, seed: int = 0) -> list:
+    """All shifted sets as one shuffled stream (what a deployed enhancer meets), as a manifest.
+
+    Continual adaptation needs a stream longer than one small set (the authors accumulate
+    gradients over 8 utterances); each row keeps its ``shift`` so results are read per shift.
+
+    Arguments
+    ---------
+    shifts : dict of str to list of dict
+        Shift -> its rows (:func:`read_shifts`), in report order.
+    path : str or PathLike
+        The stream manifest to write.
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    list of dict
+        The stream's rows, in stream order.
+    """
+    rows = [row for items in shifts.values() for row in items]
+    order = np.random.default_rng(seed).permutation(len(rows))
+    stream = [rows[i] for i in order]
+    write_rows(path, stream)
+    return stream
+
+
+def run_method(adapter, stream: str | os.PathLike, out_dir: str | os.PathLike, hparams: dict):
+    """Stream the manifest through ``adapter`` with :class:`MPolBrain`; rows and cost.
+
+    ``hparams`` gives ``sample_rate``, ``composite`` and ``report_objective``.
+    """
+    with open(stream, newline="") as handle:
+        ids = [row["ID"] for row in csv.DictReader(handle)]
+    brain_hparams = {
+        "output_folder": str(out_dir), "sample_rate": hparams["sample_rate"],
+        "compare_to_source": False, "score_noisy": False, "write_audio": False, "plots": False,
+        "resume": False, "report": False, "composite": hparams.get("composite", True),
+        "report_objective": hparams["report_objective"],
+    }
+    brain = MPolBrain(modules={"adapter": adapter}, hparams=brain_hparams,
+                      run_opts={"device": "cpu"})
+    brain.evaluate(build_dataset(stream, ids, hparams["sample_rate"]),
+                   test_loader_kwargs={"batch_size": 1}, progressbar=False)
+    summary = brain.summary
+    counts = adapter.counts
+    seconds = summary["audio_seconds"]
+    cost = {
+        "audio_seconds": seconds,
+        "wall_per_audio_second": summary["wall_seconds"] / seconds,
+        "forward_per_audio_second": counts["forward"] / seconds,
+        "backward_per_audio_second": counts["backward"] / seconds,
+        "updates": counts["updates"],
+        "rollbacks": counts["rollbacks"],
+        "skipped_nonfinite": counts["skipped_nonfinite"],
+    }
+    return brain.rows, cost
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Means per model x shift x method with differences to Source and bootstrap intervals."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["shift"], row["method"]), []).append(row)
+    table = []
+    for (model, shift, method), group in groups.items():
+        source = {r["ID"]: r for r in groups.get((model, shift, "source"), [])}
+        entry = {"model": model, "shift": shift, "method": method, "n": len(group)}
+        for metric in (*METRICS, "w1_after", "w1_source"):
+            values = np.array([r.get(metric, math.nan) for r in group], dtype=float)
+            if np.all(np.isnan(values)):
+                continue
+            entry[metric] = float(np.nanmean(values))
+            if method != "source" and source and metric in METRICS:
+                base = np.array(
+                    [source[r["ID"]].get(metric, math.nan) for r in group], dtype=float
+                )
+                low, high = paired_bootstrap_ci(values, base)
+                entry[f"d_{metric}"] = float(np.nanmean(values - base))
+                entry[f"d_{metric}_lo"], entry[f"d_{metric}_hi"] = float(low), float(high)
+        table.append(entry)
+    return table
+
+
+def markdown(table: list[dict], noisy: dict) -> str:
+    """The summary as a markdown table (PESQ, STOI, SI-SDR, composite; deltas with 95% CI)."""
+
+    def fmt(entry, metric, digits=3):
+        if metric not in entry:
+            return "n/a"
+        text = f"{entry[metric]:.{digits}f}"
+        if f"d_{metric}" in entry:
+            text += (
+                f" ({entry[f'd_{metric}']:+.{digits}f} "
+                f"[{entry[f'd_{metric}_lo']:+.{digits}f}, {entry[f'd_{metric}_hi']:+.{digits}f}])"
+            )
+        return text
+
+    lines = [
+        "| model | shift | method | n | PESQ (delta [95% CI]) | STOI | SI-SDR | CSIG | CBAK "
+        "| COVL | W1 after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in table:
+        key = (entry["model"], entry["shift"])
+        if key in noisy and entry["method"] == "source":
+            n = noisy[key]
+            lines.append(
+                f"| {entry['model']} | {entry['shift']} | (noisy input) | {entry['n']} | "
+                f"{n['pesq']:.3f} | {n['stoi']:.3f} | {n['si_sdr']:.2f} | | | | |"
+            )
+        lines.append(
+            f"| {entry['model']} | {entry['shift']} | {entry['method']} | {entry['n']} | "
+            f"{fmt(entry, 'pesq')} | {fmt(entry, 'stoi')} | {fmt(entry, 'si_sdr', 2)} | "
+            f"{fmt(entry, 'csig', 2)} | {fmt(entry, 'cbak', 2)} | {fmt(entry, 'covl', 2)} | "
+            f"{entry.get('w1_after', math.nan):.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def gap_closure(table: list[dict], model: str, reference: str, metric: str = "pesq") -> str:
+    """Markdown: share of the gap between ``model``'s Source and ``reference``'s Source that
+    each method of ``model`` closes, per shift: (method - source) / (reference - source)."""
+    means = {(e["model"], e["shift"], e["method"]): e.get(metric, math.nan) for e in table}
+    shifts = list(dict.fromkeys(e["shift"] for e in table if e["model"] == model))
+    methods = [m for m in dict.fromkeys(e["method"] for e in table if e["model"] == model)
+               if m != "source"]
+    lines = [f"Share of the {model} -> {reference} {metric.upper()} gap closed "
+             f"((method - Source) / ({reference} - Source)):", "",
+             "| shift | gap | " + " | ".join(methods) + " |",
+             "|---|---|" + "---|" * len(methods)]
+    for shift in shifts:
+        base = means.get((model, shift, "source"), math.nan)
+        gap = means.get((reference, shift, "source"), math.nan) - base
+        cells = [f"{(means.get((model, shift, m), math.nan) - base) / gap:+.0%}"
+                 if gap > 0.05 else "n/a" for m in methods]
+        lines.append(f"| {shift} | {gap:+.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_benchmark(hparams: dict, run_opts: dict) -> list[dict]:
+    """Run every model x method of ``hparams`` (``hparams/benchmark.yaml``); returns the table."""
+    out = Path(hparams["output_folder"])
+    rate = hparams["sample_rate"]
+    objective = hparams["report_objective"]
+    manifests = shift_manifests(hparams["shifts_folder"], hparams["split"], hparams["shifts"])
+    shifts = read_shifts(manifests, hparams.get("max_per_shift"))
+    stream_csv = out / "stream.csv"
+    stream = write_stream(shifts, stream_csv, hparams.get("stream_seed", 0))
+    shift_of = {row["ID"]: row["shift"] for row in stream}
+    audio = {row["ID"]: (read_audio(row["noisy_wav"], rate),
+                         read_audio(row["clean_wav"], rate, allow_silent=True)) for row in stream}
+    rows, diagnostics, costs, noisy_means = [], [], [], {}
+    for model_name in hparams["models"]:
+        model = load_model_preset(model_name, hparams.get("shared_folder"))
+        enhancer = load_enhancer(model, run_opts)
+        hook = model_hook(enhancer, model)
+        histograms = {}
+        for shift, items in shifts.items():
+            pairs = [audio[item["ID"]] for item in items]
+            noisy_scores = [evaluate_pair(clean.numpy(), noisy.numpy(), rate, False)
+                            for noisy, clean in pairs]
+            noisy_means[(model_name, shift)] = {
+                k: float(np.nanmean([s[k] for s in noisy_scores])) for k in METRICS[:4]
+            }
+            diag = [mask_statistics(enhancer, hook, *pair, objective.noise_frames)
+                    for pair in pairs]
+            stats = {k: float(np.mean([d["stats"][k] for d in diag])) for k in diag[0]["stats"]}
+            diagnostics.append({"model": model_name, "shift": shift, **stats})
+            histograms[shift] = dict(diag[0]["values"])
+        source = load_method("source", model, sample_rate=rate)["adapter"](enhancer=enhancer,
+                                                                           hook=hook)
+        ones = torch.ones(1)
+        source_w1 = {i: float(source.measure(noisy[None], ones, objective)["w1"][0])
+                     for i, (noisy, _) in audio.items()}
+        allowed = (hparams.get("model_methods") or {}).get(model_name, hparams["methods"])
+        for method in [m for m in hparams["methods"] if m in allowed]:
+            enhancer = load_enhancer(model, run_opts)
+            hook = model_hook(enhancer, model)
+            try:
+                adapter = load_method(method, model, sample_rate=rate)["adapter"](
+                    enhancer=enhancer, hook=hook)
+            except ValueError as err:  # e.g. BN statistics on a model without BatchNorm
+                logger.warning("%s / %s: not applicable (%s)", model_name, method, err)
+                continue
+            method_rows, cost = run_method(adapter, stream_csv,
+                                           out / "runs" / model_name / method, hparams)
+            for r in method_rows:
+                r.update({"model": model_name, "shift": shift_of[r["ID"]], "method": method,
+                          "w1_source": source_w1[r["ID"]],
+                          "w1_after": r.pop("objective_after_w1", math.nan)})
+                r.pop("objective_after_sign", None)
+            rows.extend(method_rows)
+            costs.append({"model": model_name, "method": method, **cost})
+            if method in hparams.get("histogram_methods", []):
+                for shift, items in shifts.items():
+                    histograms[shift][f"adapted mask ({method})"] = mask_values(
+                        enhancer, hook, audio[items[0]["ID"]][0])
+            logger.info("%s / %s: PESQ %.3f", model_name, method,
+                        np.nanmean([r["pesq"] for r in method_rows]))
+            write_rows(out / "benchmark.csv", rows)  # progress survives an interruption
+        if hparams.get("plots", True):
+            from speechbrain_mpol.plots import plot_mask_histograms
+
+            for shift, values in histograms.items():
+                plot_mask_histograms(values, out / f"fig_{model_name}_{shift}_hist.png",
+                                     f"{model_name}, {shift}: {shifts[shift][0]['ID']}")
+    table = summarize(rows)
+    write_rows(out / "benchmark.csv", rows)
+    write_rows(out / "summary.csv", table)
+    write_rows(out / "diagnostics.csv", diagnostics)
+    write_rows(out / "cost.csv", costs)
+    text = markdown(table, noisy_means)
+    for model, reference in (hparams.get("gap_references") or {}).items():
+        if model in hparams["models"] and reference in hparams["models"]:
+            text += "\n" + gap_closure(table, model, reference)
+    (out / "summary.md").write_text(text)
+    if hparams.get("plots", True):
+        from speechbrain_mpol.plots import plot_deltas
+
+        for model_name in hparams["models"]:
+            plot_deltas(table, model_name, out / f"fig_{model_name}_delta.png")
+    return table

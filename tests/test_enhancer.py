@@ -1,0 +1,44 @@
+"""The drop-in API: MPolEnhancer on real weights and real audio."""
+
+import soundfile as sf
+import torch
+
+from speechbrain_mpol.enhancer import MPolEnhancer, preset_for
+from speechbrain_mpol.presets import load_method, load_model_preset
+
+from .conftest import REPO
+
+
+def test_from_hparams_enhances_a_file_adapts_and_resets(tmp_path):
+    enhancer = MPolEnhancer.from_hparams(str(REPO / "pretrained" / "gtcrn_vctk"),
+                                         savedir=tmp_path / "savedir")
+    weights = enhancer.enhancer.mods.state_dict()
+    before = {k: v.clone() for k, v in weights.items()}
+    noisy = sorted((REPO / "examples" / "noisy").iterdir())[0]
+    out = enhancer.enhance_file(noisy, tmp_path / "enhanced.wav")
+    samples, rate = sf.read(noisy)
+    written, written_rate = sf.read(tmp_path / "enhanced.wav")
+    assert out.shape == (len(samples),) and len(written) == len(samples)
+    assert written_rate == rate == 16000 and torch.isfinite(out).all()
+    # the main job's default for this model: episodic MPol, 3 steps on the file
+    assert enhancer.counts["updates"] == 3
+    changed = {k for k, v in enhancer.enhancer.mods.state_dict().items()
+               if not torch.equal(v, before[k])}
+    assert changed and changed <= set(enhancer.adapter.param_names)
+    enhancer.reset()
+    assert all(torch.equal(v, before[k]) for k, v in enhancer.enhancer.mods.state_dict().items())
+
+
+def test_wrapping_a_loaded_enhancer_uses_the_recipe_defaults(real_metricgan):
+    wrapped = MPolEnhancer(real_metricgan)
+    default = load_method("mpol_default", load_model_preset("metricgan_plus"))
+    objective = wrapped.adapter.objective
+    assert (objective.reference, objective.compare_in) == (default["reference"],
+                                                           default["compare_in"])
+    assert (wrapped.adapter.mode, wrapped.adapter.steps) == (default["mode"], default["steps"])
+    assert wrapped.adapter.optimizer.defaults["lr"] == default["lr"]
+    assert preset_for(enhancer=real_metricgan) == "metricgan_plus"
+    noisy = torch.from_numpy(sf.read(sorted((REPO / "examples" / "noisy").iterdir())[1],
+                                     dtype="float32")[0])
+    out = wrapped.enhance_batch(noisy[None])
+    assert out.shape == (1, noisy.numel()) and wrapped.counts["updates"] == default["steps"]
