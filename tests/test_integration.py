@@ -31,9 +31,9 @@ def changed_keys(before, module):
 
 
 def test_metricgan_hook_sees_mask_and_adaptation_changes_selected_weights(
-    real_metricgan, shared_audio
+    real_metricgan, example_audio
 ):
-    noisy, _ = real_mixture(shared_audio)
+    noisy, _ = real_mixture(example_audio)
     hook = attach_hook(real_metricgan, "metricgan")
     adapter = MPolAdapter(real_metricgan, hook, params=METRICGAN_PARAMS, opt_class=fast_opt,
                           accumulation=1)
@@ -58,8 +58,8 @@ def test_metricgan_hook_sees_mask_and_adaptation_changes_selected_weights(
 
 
 @pytest.mark.parametrize("compare_in", ["linear", "mask"])
-def test_metricgan_mpol_reduces_its_own_objective(real_metricgan, shared_audio, compare_in):
-    noisy, _ = real_mixture(shared_audio, snr=0.0, seed=1)
+def test_metricgan_mpol_reduces_its_own_objective(real_metricgan, example_audio, compare_in):
+    noisy, _ = real_mixture(example_audio, snr=0.0, seed=1)
     adapter = MPolAdapter(real_metricgan, attach_hook(real_metricgan, "metricgan"),
                           params=METRICGAN_PARAMS, compare_in=compare_in, mode="episodic",
                           steps=5, opt_class=lambda p: torch.optim.AdamW(p, lr=5e-3),
@@ -85,11 +85,11 @@ def _methods(params):
     }
 
 
-def _run_method(enhancer, model_type, factory, shared_audio):
+def _run_method(enhancer, model_type, factory, example_audio):
     before = snapshot(enhancer.mods)
     adapter = factory(enhancer, attach_hook(enhancer, model_type))
     for seed, noise in enumerate(["noise1.wav", "noise3.wav"]):
-        noisy, _ = real_mixture(shared_audio, seed=seed, noise=noise, seconds=2.0)
+        noisy, _ = real_mixture(example_audio, seed=seed, noise=noise, seconds=2.0)
         out = adapter(noisy[None], torch.ones(1))
         assert out.shape == (1, noisy.numel()) and torch.isfinite(out).all()
     return adapter, changed_keys(before, enhancer.mods)
@@ -97,10 +97,10 @@ def _run_method(enhancer, model_type, factory, shared_audio):
 
 @pytest.mark.parametrize("method", ["source", "mpol", "mpol_episodic", "entropy", "remixit"])
 def test_metricgan_methods_change_only_declared_parameters(
-    real_metricgan, shared_audio, method
+    real_metricgan, example_audio, method
 ):
     adapter, changed = _run_method(real_metricgan, "metricgan",
-                                   _methods(METRICGAN_PARAMS)[method], shared_audio)
+                                   _methods(METRICGAN_PARAMS)[method], example_audio)
     if method == "source":
         assert not changed
     else:
@@ -114,10 +114,10 @@ def test_metricgan_methods_change_only_declared_parameters(
 
 @pytest.mark.parametrize("method", ["source", "mpol", "mpol_episodic", "entropy", "remixit",
                                     "bn_stats"])
-def test_gtcrn_methods_change_only_declared_parameters(real_gtcrn, shared_audio, method):
+def test_gtcrn_methods_change_only_declared_parameters(real_gtcrn, example_audio, method):
     methods = _methods(GTCRN_PARAMS)
     methods["bn_stats"] = lambda e, h: BNStatsAdapter(e, h)
-    adapter, changed = _run_method(real_gtcrn, "gtcrn", methods[method], shared_audio)
+    adapter, changed = _run_method(real_gtcrn, "gtcrn", methods[method], example_audio)
     if method == "source":
         assert not changed
     elif method == "bn_stats":
@@ -126,8 +126,8 @@ def test_gtcrn_methods_change_only_declared_parameters(real_gtcrn, shared_audio,
         assert changed and changed <= set(adapter.param_names)
 
 
-def test_gtcrn_hook_mask_is_complex_magnitude(real_gtcrn, shared_audio):
-    noisy, _ = real_mixture(shared_audio)
+def test_gtcrn_hook_mask_is_complex_magnitude(real_gtcrn, example_audio):
+    noisy, _ = real_mixture(example_audio)
     hook = attach_hook(real_gtcrn, "gtcrn")
     with torch.no_grad():
         out = real_gtcrn.enhance_batch(noisy[None], torch.ones(1))

@@ -91,11 +91,11 @@ def test_missing_shared_audio_is_a_clear_error(tmp_path):
               f"--shared_folder={tmp_path / 'none'}"])
 
 
-def test_bad_files_are_skipped_and_reported(tmp_path, shared_audio):
+def test_bad_files_are_skipped_and_reported(tmp_path, example_audio):
     metricgan_folder()
     folder = tmp_path / "in"
     folder.mkdir()
-    noisy, _ = real_mixture(shared_audio, seconds=1.5)
+    noisy, _ = real_mixture(example_audio, seconds=1.5)
     sf.write(folder / "good.wav", noisy.numpy(), 16000)
     (folder / "empty.wav").write_bytes(b"")
     sf.write(folder / "silent.wav", np.zeros(8000, np.float32), 16000)
@@ -125,18 +125,18 @@ def test_bad_files_are_skipped_and_reported(tmp_path, shared_audio):
     assert rate == 16000 and abs(len(rate44k) - len(noisy)) <= 2
 
 
-def test_unwritable_output_folder_is_a_clear_error(tmp_path, shared_audio):
+def test_unwritable_output_folder_is_a_clear_error(tmp_path, example_audio):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     with pytest.raises(SystemExit, match="output folder is not writable"):
         run_recipe("mpol_voicebank.yaml", tmp_path, output_folder=blocker / "out")
 
 
-def test_output_path_equal_to_input_is_refused(tmp_path, shared_audio):
+def test_output_path_equal_to_input_is_refused(tmp_path, example_audio):
     metricgan_folder()
     enhanced = tmp_path / "out" / "enhanced"
     enhanced.mkdir(parents=True)
-    noisy, _ = real_mixture(shared_audio, seconds=1.0)
+    noisy, _ = real_mixture(example_audio, seconds=1.0)
     sf.write(enhanced / "x.wav", noisy.numpy(), 16000)
     before = (enhanced / "x.wav").read_bytes()
     summary = run_recipe("mpol_voicebank.yaml", tmp_path, f"--data_folder={enhanced}")
