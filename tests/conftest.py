@@ -54,6 +54,7 @@ def pytest_sessionfinish(session, exitstatus):
                if not any(a in _skip_reason(r) for a in allowed)]
     if not refused:
         return
+    reporter.ensure_newline()
     reporter.write_sep("=", f"{len(refused)} skipped test(s) with the shared folder present "
                             f"({SHARED}): every test must run here", red=True)
     for report in refused:
