@@ -245,8 +245,8 @@ class LoadReport:
         return f"model: {self.used} ({self.origin})"
 
     def as_dict(self) -> dict:
-        """JSON-ready fields for ``summary.json`` (``fallback`` included)."""
-        return {**asdict(self), "fallback": self.fallback}
+        """JSON-ready fields for ``summary.json``, with ``fallback`` and ``headline``."""
+        return {**asdict(self), "fallback": self.fallback, "headline": self.headline()}
 
 
 class ModelUnavailableError(FileNotFoundError):

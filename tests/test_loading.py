@@ -180,8 +180,7 @@ except ModelUnavailableError as err:
     out["strict_error"] = str(err)
 enhancer = load_enhancer(SpectralMaskEnhancement, "speechbrain/metricgan-plus-voicebank",
                          fallbacks=["/no/such/folder", "pretrained/metricgan_source"])
-out.update(enhancer.load_report.as_dict(), model_source=enhancer.model_source,
-           headline=enhancer.load_report.headline())
+out.update(enhancer.load_report.as_dict(), model_source=enhancer.model_source)
 print(json.dumps(out))
 """
 
