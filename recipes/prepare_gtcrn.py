@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
-"""Build SpeechBrain pretrained folders for the published GTCRN checkpoints; optionally score them.
+"""Build the SpeechBrain pretrained folders of the published GTCRN checkpoints; optionally score.
 
-Usage::
+This recipe produced the committed folders ``pretrained/gtcrn_vctk`` and ``pretrained/gtcrn_dns3``
+(run it again to check them: an up-to-date folder is left untouched)::
 
-    python recipes/prepare_gtcrn.py                      # -> pretrained_models/gtcrn-{vctk,dns3}
-    python recipes/prepare_gtcrn.py --shared_models_dir=/path/to/shared/models/gtcrn
+    python recipes/prepare_gtcrn.py                      # -> pretrained/gtcrn_{vctk,dns3}
+    python recipes/prepare_gtcrn.py --shared_models_dir=/path/to/shared/models/gtcrn \
+        --save_root=/tmp/models
     python recipes/prepare_gtcrn.py --evaluate           # noisy vs VCTK vs DNS3 on real audio
 
-Each folder gets ``hyperparams.yaml`` (from ``hparams/export/gtcrn.yaml``),
-``enhance_model.ckpt`` (the checkpoint's state dict, checked to load strictly into
-:class:`~speechbrain_mpol.models.gtcrn.GTCRN`), the upstream ``LICENSE`` and ``source.json``
-(where the weights came from). The weights are third-party (MIT, Xiaobin-Rong/gtcrn):
-``pretrained_models/`` is git-ignored and must never be committed.
+Each folder gets ``hyperparams.yaml`` (a copy of ``hparams/export/gtcrn.yaml``),
+``enhance_model.ckpt`` (the checkpoint's model state dict only, no optimizer state, checked to
+load strictly into :class:`~speechbrain_mpol.models.gtcrn.GTCRN`) and the upstream ``LICENSE``
+(MIT, Xiaobin-Rong/gtcrn). The model card ``README.md`` beside them is written by hand.
 
 Authors
  * speechbrain-mpol developers
@@ -21,33 +22,29 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import itertools
-import json
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from speechbrain_mpol.models.gtcrn import GTCRN  # noqa: E402
-from speechbrain_mpol.shared import find_shared_folder  # noqa: E402
+from speechbrain_mpol.atomic import atomic_path
+from speechbrain_mpol.models.gtcrn import GTCRN
+from speechbrain_mpol.shared import REPO, find_shared_folder
 
 logger = logging.getLogger(__name__)
 
 #: Pretrained folder name -> checkpoint file in the shared GTCRN folder.
 CHECKPOINTS = {
-    "gtcrn-vctk": "model_trained_on_vctk.tar",
-    "gtcrn-dns3": "model_trained_on_dns3.tar",
+    "gtcrn_vctk": "model_trained_on_vctk.tar",
+    "gtcrn_dns3": "model_trained_on_dns3.tar",
 }
 DEFAULT_SHARED = Path(find_shared_folder()) / "models" / "gtcrn"
-DEFAULT_SAVE_ROOT = REPO / "pretrained_models"
+DEFAULT_SAVE_ROOT = REPO / "pretrained"
 TEMPLATE = REPO / "hparams" / "export" / "gtcrn.yaml"
 SAMPLE_RATE = 16000
 
@@ -97,14 +94,27 @@ def load_gtcrn_state(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+def _same_state(path: Path, state: dict[str, torch.Tensor]) -> bool:
+    """True if ``path`` holds exactly ``state`` (same keys, bit-identical tensors)."""
+    if not path.is_file():
+        return False
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return saved.keys() == state.keys() and all(torch.equal(saved[k], v) for k, v in state.items())
+
+
+def _same_bytes(path: Path, source: Path) -> bool:
+    return path.is_file() and path.read_bytes() == source.read_bytes()
+
+
 def prepare_gtcrn(
     shared_models_dir: str | os.PathLike = DEFAULT_SHARED,
     save_root: str | os.PathLike = DEFAULT_SAVE_ROOT,
 ) -> dict[str, Path]:
-    """Build ``<save_root>/gtcrn-vctk`` and ``<save_root>/gtcrn-dns3``, skipping done work.
+    """Build ``<save_root>/gtcrn_vctk`` and ``<save_root>/gtcrn_dns3``, keeping what is current.
 
-    A folder counts as done when its ``source.json`` records the sha256 of the same
-    checkpoint and hyperparameter template, and its files are present.
+    A file that already holds the right content (the same tensors, the same template or
+    license bytes) is not rewritten, so checking the committed folders changes nothing;
+    others are written atomically.
 
     Arguments
     ---------
@@ -112,12 +122,12 @@ def prepare_gtcrn(
         Folder holding ``model_trained_on_vctk.tar``, ``model_trained_on_dns3.tar`` and
         ``LICENSE`` (``../shared/models/gtcrn`` of the repository by default).
     save_root : str or PathLike
-        Where the pretrained folders are written.
+        Where the pretrained folders are written (``pretrained/`` of the repository).
 
     Returns
     -------
     dict
-        Folder name (``gtcrn-vctk``, ``gtcrn-dns3``) -> folder path.
+        Folder name (``gtcrn_vctk``, ``gtcrn_dns3``) -> folder path.
 
     Example
     -------
@@ -127,44 +137,34 @@ def prepare_gtcrn(
     FileNotFoundError: GTCRN checkpoints missing in /nonexistent/gtcrn: ...
     """
     shared = Path(shared_models_dir)
-    missing = [f for f in CHECKPOINTS.values() if not (shared / f).is_file()]
+    missing = [f for f in [*CHECKPOINTS.values(), "LICENSE"] if not (shared / f).is_file()]
     if missing:
         raise FileNotFoundError(
             f"GTCRN checkpoints missing in {shared}: {', '.join(missing)}. Expected the "
             "published files of github.com/Xiaobin-Rong/gtcrn (checkpoints/"
-            "model_trained_on_*.tar); pass their folder as shared_models_dir "
+            "model_trained_on_*.tar and LICENSE); pass their folder as shared_models_dir "
             "(--shared_models_dir)."
         )
-    template_sha = sha256(TEMPLATE)
     folders = {}
     for name, filename in CHECKPOINTS.items():
-        source = shared / filename
         folder = Path(save_root) / name
-        record = {
-            "checkpoint": str(source.resolve()),
-            "checkpoint_sha256": sha256(source),
-            "hparams_template_sha256": template_sha,
-            "upstream": "https://github.com/Xiaobin-Rong/gtcrn (MIT)",
-        }
-        stamp = folder / "source.json"
-        done = (
-            stamp.is_file()
-            and (folder / "hyperparams.yaml").is_file()
-            and (folder / "enhance_model.ckpt").is_file()
-            and json.loads(stamp.read_text()) == record
-        )
-        if done:
-            logger.info("%s: up to date", folder)
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            state = load_gtcrn_state(source)
-            torch.save(state, folder / "enhance_model.ckpt")
-            shutil.copyfile(TEMPLATE, folder / "hyperparams.yaml")
-            if (shared / "LICENSE").is_file():
-                shutil.copyfile(shared / "LICENSE", folder / "LICENSE")
-            # Written last, so an interrupted build is redone next time.
-            stamp.write_text(json.dumps(record, indent=2) + "\n")
-            logger.info("%s: built from %s", folder, source)
+        state = load_gtcrn_state(shared / filename)
+        written = []
+        if not _same_state(folder / "enhance_model.ckpt", state):
+            # Saved through a buffer: torch.save names the archive inside after the file it
+            # writes, and the atomic temporary name is random; this keeps the bytes reproducible.
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            with atomic_path(folder / "enhance_model.ckpt") as tmp:
+                Path(tmp).write_bytes(buffer.getvalue())
+            written.append("enhance_model.ckpt")
+        for target, source in (("hyperparams.yaml", TEMPLATE), ("LICENSE", shared / "LICENSE")):
+            if not _same_bytes(folder / target, source):
+                with atomic_path(folder / target) as tmp:
+                    shutil.copyfile(source, tmp)
+                written.append(target)
+        logger.info("%s: %s", folder,
+                    f"wrote {', '.join(written)}" if written else "up to date")
         folders[name] = folder
     return folders
 
@@ -208,8 +208,41 @@ def make_mixture(
     return noisy.astype(np.float32), speech.astype(np.float32)
 
 
+def shared_mixtures(
+    audio_dir: str | os.PathLike, level_dbfs: float | None = None
+) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """The 108 (SNR, noisy, clean) mixtures of the shared audio scored in docs/models/gtcrn.md."""
+    audio_dir = Path(audio_dir)
+    rng = np.random.default_rng(EVAL_SEED)
+    pairs = []
+    for speech, noise, snr in itertools.product(EVAL_SPEECH, EVAL_NOISES, EVAL_SNRS):
+        noisy, clean = make_mixture(
+            audio_dir / "speech" / f"{speech}.wav", audio_dir / "noise" / f"{noise}.wav",
+            snr, rng, EVAL_SECONDS, level_dbfs,
+        )
+        pairs.append((snr, noisy, clean))
+    return pairs
+
+
+def example_pairs(example_dir: str | os.PathLike) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """The (SNR, noisy, clean) pairs of the committed example set (``examples/``)."""
+    import csv
+
+    import soundfile as sf
+
+    example_dir = Path(example_dir)
+    with open(example_dir / "examples.tsv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    pairs = []
+    for row in rows:
+        noisy, _ = sf.read(example_dir / "noisy" / f"{row['ID']}.flac", dtype="float32")
+        clean, _ = sf.read(example_dir / "clean" / f"{row['ID']}.flac", dtype="float32")
+        pairs.append((float(row["snr_db"]), noisy, clean))
+    return pairs
+
+
 def evaluate(
-    folders: dict[str, Path], audio_dir: str | os.PathLike, level_dbfs: float | None = None
+    folders: dict[str, Path], pairs: list[tuple[float, np.ndarray, np.ndarray]]
 ) -> dict[str, dict]:
     """Mean PESQ-WB / STOI / SI-SDR of noisy input and each model, per SNR and overall.
 
@@ -217,10 +250,8 @@ def evaluate(
     ---------
     folders : dict
         Output of :func:`prepare_gtcrn`.
-    audio_dir : str or PathLike
-        The shared audio folder (``speech/``, ``noise/``).
-    level_dbfs : float, optional
-        Scale every mixture to this RMS level (default: the speech files' own levels).
+    pairs : list of (snr, noisy, clean)
+        From :func:`shared_mixtures` or :func:`example_pairs`.
 
     Returns
     -------
@@ -229,18 +260,12 @@ def evaluate(
     """
     from speechbrain_mpol.models.interfaces import GTCRNEnhancement
 
-    audio_dir = Path(audio_dir)
     enhancers = {
         name: GTCRNEnhancement.from_hparams(source=str(folder), savedir=str(folder))
         for name, folder in folders.items()
     }
-    rng = np.random.default_rng(EVAL_SEED)
     rows = []
-    for speech, noise, snr in itertools.product(EVAL_SPEECH, EVAL_NOISES, EVAL_SNRS):
-        noisy, clean = make_mixture(
-            audio_dir / "speech" / f"{speech}.wav", audio_dir / "noise" / f"{noise}.wav",
-            snr, rng, EVAL_SECONDS, level_dbfs,
-        )
+    for snr, noisy, clean in pairs:
         row = {"snr": snr, "noisy": score(clean, noisy)}
         for name, enhancer in enhancers.items():
             with torch.no_grad():
@@ -249,7 +274,7 @@ def evaluate(
         rows.append(row)
     systems = ["noisy", *enhancers]
     summary = {}
-    for key in [*EVAL_SNRS, "all"]:
+    for key in [*sorted({r["snr"] for r in rows}), "all"]:
         subset = [r for r in rows if key == "all" or r["snr"] == key]
         summary[key] = {
             s: {m: float(np.mean([r[s][m] for r in subset])) for m in ("pesq", "stoi", "si_sdr")}
@@ -278,9 +303,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shared_models_dir", default=str(DEFAULT_SHARED),
                         help="folder with model_trained_on_{vctk,dns3}.tar")
     parser.add_argument("--save_root", default=str(DEFAULT_SAVE_ROOT),
-                        help="where gtcrn-vctk/ and gtcrn-dns3/ are written")
+                        help="where gtcrn_vctk/ and gtcrn_dns3/ are written")
     parser.add_argument("--evaluate", action="store_true",
                         help="score noisy / VCTK / DNS3 on real speech + real noise")
+    parser.add_argument("--evaluate_examples", action="store_true",
+                        help="score noisy / VCTK / DNS3 on the committed example set")
     parser.add_argument("--audio_dir", default=str(Path(find_shared_folder()) / "audio"),
                         help="shared audio folder used by --evaluate")
     parser.add_argument("--level_dbfs", type=float, default=None,
@@ -288,11 +315,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
-    folders = prepare_gtcrn(args.shared_models_dir, args.save_root)
+    try:
+        folders = prepare_gtcrn(args.shared_models_dir, args.save_root)
+    except FileNotFoundError as err:
+        folders = {name: Path(args.save_root) / name for name in CHECKPOINTS}
+        if not all((f / "enhance_model.ckpt").is_file() for f in folders.values()):
+            raise SystemExit(f"error: {err}") from None
+        logger.warning("%s\nScoring the existing folders unchecked.", err)
     for name, folder in folders.items():
         print(f"{name}: {folder}")
     if args.evaluate:
-        print_summary(evaluate(folders, args.audio_dir, args.level_dbfs))
+        print_summary(evaluate(folders, shared_mixtures(args.audio_dir, args.level_dbfs)))
+    if args.evaluate_examples:
+        from speechbrain_mpol.example_set import example_folder
+
+        print_summary(evaluate(folders, example_pairs(example_folder())))
 
 
 if __name__ == "__main__":

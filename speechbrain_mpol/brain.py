@@ -119,8 +119,9 @@ class MPolBrain(sb.Brain):
     (also score the unadapted model), ``score_noisy`` (also score the input), ``write_audio``,
     ``composite`` (also CSIG/CBAK/COVL), ``report_objective`` (an objective measured with the
     adapted weights after each batch, as ``objective_after_<part>``), ``report`` (print the
-    summary table), ``skipped`` (list from :func:`validate_manifest`, reported in the summary),
-    ``model_report`` (which model ran and why, reported in the summary).
+    summary table), ``skipped`` (list from :func:`validate_manifest`, reported in the summary).
+    Which model ran, and why when it is not the requested one, comes from the enhancer's
+    ``load_report`` into the summary and the table.
 
     Use ``brain.evaluate(dataset, test_loader_kwargs={"batch_size": 1})``.
     """
@@ -248,8 +249,9 @@ class MPolBrain(sb.Brain):
             "skipped": list(getattr(self.hparams, "skipped", [])),
             "model_source": getattr(adapter.enhancer, "model_source", None),
         }
-        if getattr(self.hparams, "model_report", None):
-            summary["model"] = dict(self.hparams.model_report)
+        report = getattr(adapter.enhancer, "load_report", None)
+        if report is not None:
+            summary["model"] = report.as_dict()
         for system in ("noisy", "source", "adapted"):
             prefix = "" if system == "adapted" else f"{system}_"
             means = {}
@@ -276,9 +278,11 @@ class MPolBrain(sb.Brain):
 
 def format_summary(summary: dict) -> str:
     """A short plain-text table of the summary."""
+    headline = summary.get("model", {}).get("headline", f"model: {summary.get('model_source')}")
     lines = [
+        headline,
         f"{summary['utterances']} utterances, {summary['audio_seconds']} s of audio, "
-        f"RTF {summary['real_time_factor']}, model {summary.get('model_source')}",
+        f"RTF {summary['real_time_factor']}",
         f"{'system':<10}" + "".join(f"{m:>10}" for m in METRICS),
     ]
     for system in ("noisy", "source", "adapted"):
@@ -293,4 +297,6 @@ def format_summary(summary: dict) -> str:
     if summary["skipped"]:
         lines.append(f"skipped {len(summary['skipped'])} file(s):")
         lines.extend(f"  {s['file']}: {s['problem']}" for s in summary["skipped"])
+    if summary.get("model", {}).get("fallback"):
+        lines.append(headline)  # said again last: these are not the requested model's results
     return "\n".join(lines)

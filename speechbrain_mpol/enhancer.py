@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from speechbrain_mpol.audio import read_audio, write_audio
+from speechbrain_mpol.loading import local_folder
 from speechbrain_mpol.presets import (
     HPARAMS,
     build_adapter,
@@ -28,6 +29,12 @@ from speechbrain_mpol.presets import (
     load_model_preset,
     preset_file,
 )
+
+
+def same_source(source: str | os.PathLike) -> str:
+    """A source as comparable text: a local folder's absolute path, else the hub id."""
+    folder = local_folder(source)
+    return str(folder.resolve()) if folder is not None else str(source).rstrip("/")
 
 
 def preset_for(source: str | None = None, enhancer: nn.Module | None = None) -> str:
@@ -44,9 +51,10 @@ def preset_for(source: str | None = None, enhancer: nn.Module | None = None) -> 
     names = sorted(p.stem for p in (HPARAMS / "models").glob("*.yaml"))
     presets = {name: load_model_preset(name) for name in names}
     if source is not None:
+        wanted = same_source(source)
         for name, preset in presets.items():
             candidates = [preset["model_source"], *preset.get("offline_sources", [])]
-            if any(str(c).rstrip("/") == str(source).rstrip("/") for c in candidates):
+            if any(same_source(c) == wanted for c in candidates):
                 return name
     if enhancer is not None:
         for name in names:

@@ -38,7 +38,8 @@ def build_adapter(hparams: dict, run_opts: dict):
     """Load the run's model preset and enhancer and build its method's adapter."""
     model = load_model_preset(hparams["model"], hparams.get("shared_folder"),
                               model_source=hparams.get("model_source"))
-    enhancer = load_enhancer(model, run_opts, hparams.get("savedir"))
+    enhancer = load_enhancer(model, run_opts, hparams.get("savedir"),
+                             strict=hparams.get("strict_model", False))
     method = load_method(hparams["method"], model, sample_rate=hparams["sample_rate"],
                          **(hparams.get("method_options") or {}))
     return method["adapter"](enhancer=enhancer, hook=model_hook(enhancer, model))

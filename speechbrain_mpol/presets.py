@@ -190,6 +190,7 @@ def load_enhancer(
     model: dict,
     run_opts: dict | None = None,
     savedir: str | os.PathLike | None = None,
+    strict: bool = False,
 ):
     """Load the enhancer a model preset names: its ``model_source``, else its offline sources.
 
@@ -200,28 +201,20 @@ def load_enhancer(
     run_opts : dict, optional
         Forwarded to ``from_hparams`` (``{"device": "cuda"}``).
     savedir : str or PathLike, optional
-        Where the files of a hub id are kept; default ``pretrained_models/<name of the id>``.
+        Where the files of a hub id are kept (default: derived from the id).
+    strict : bool
+        Raise instead of falling back to an offline source.
 
     Returns
     -------
     Pretrained
-        The loaded enhancer; ``model_source`` on it says which source ran.
+        The loaded enhancer; its ``load_report`` says which model ran and why
+        (:class:`~speechbrain_mpol.loading.LoadReport`).
     """
     from speechbrain_mpol import loading
 
-    source = str(model["model_source"])
-    savedir = savedir or Path("pretrained_models") / Path(source).name
-    return loading.load_enhancer(model["enhancer_class"], source, savedir,
+    return loading.load_enhancer(model["enhancer_class"], str(model["model_source"]), savedir,
                                  fallbacks=model.get("offline_sources", []),
-                                 run_opts={"device": (run_opts or {}).get("device", "cpu")})
+                                 run_opts={"device": (run_opts or {}).get("device", "cpu")},
+                                 strict=strict)
 
-
-def repository_path(*parts: str) -> str:
-    """A path inside this repository, whatever the working directory (YAML: ``!apply:``).
-
-    Example
-    -------
-    >>> Path(repository_path("hparams")) == HPARAMS
-    True
-    """
-    return str(HPARAMS.parent.joinpath(*parts))

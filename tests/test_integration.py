@@ -21,9 +21,9 @@ def changed_keys(before, module):
 
 
 def test_metricgan_hook_sees_mask_and_adaptation_changes_selected_weights(
-    real_metricgan, shared_audio
+    real_metricgan, example_audio
 ):
-    noisy, _ = real_mixture(shared_audio)
+    noisy, _ = real_mixture(example_audio)
     adapter = build_adapter(real_metricgan, METRICGAN, "mpol", lr=FAST, accumulation=1)
     hook = adapter.hook
     with torch.no_grad():
@@ -47,8 +47,8 @@ def test_metricgan_hook_sees_mask_and_adaptation_changes_selected_weights(
 
 
 @pytest.mark.parametrize("compare_in", ["linear", "mask"])
-def test_metricgan_mpol_reduces_its_own_objective(real_metricgan, shared_audio, compare_in):
-    noisy, _ = real_mixture(shared_audio, snr=0.0, seed=1)
+def test_metricgan_mpol_reduces_its_own_objective(real_metricgan, example_audio, compare_in):
+    noisy, _ = real_mixture(example_audio, snr=0.0, seed=1)
     adapter = build_adapter(real_metricgan, METRICGAN, "mpol", compare_in=compare_in,
                             mode="episodic", steps=5, lr=5e-3, clip_grad_norm=None)
     wavs, lens = noisy[None], torch.ones(1)
@@ -68,11 +68,11 @@ METHODS = {  # method preset -> options that make a short test move the weights
 }
 
 
-def _run_method(enhancer, model, method, shared_audio):
+def _run_method(enhancer, model, method, example_audio):
     before = snapshot(enhancer.mods)
     adapter = build_adapter(enhancer, model, method, **METHODS[method])
     for seed, noise in enumerate(["noise1.wav", "noise3.wav"]):
-        noisy, _ = real_mixture(shared_audio, seed=seed, noise=noise, seconds=2.0)
+        noisy, _ = real_mixture(example_audio, seed=seed, noise=noise, seconds=2.0)
         out = adapter(noisy[None], torch.ones(1))
         assert out.shape == (1, noisy.numel()) and torch.isfinite(out).all()
     return adapter, changed_keys(before, enhancer.mods)
@@ -80,9 +80,9 @@ def _run_method(enhancer, model, method, shared_audio):
 
 @pytest.mark.parametrize("method", ["source", "mpol", "mpol_episodic", "entropy", "remixit"])
 def test_metricgan_methods_change_only_declared_parameters(
-    real_metricgan, shared_audio, method
+    real_metricgan, example_audio, method
 ):
-    adapter, changed = _run_method(real_metricgan, METRICGAN, method, shared_audio)
+    adapter, changed = _run_method(real_metricgan, METRICGAN, method, example_audio)
     if method == "source":
         assert not changed
     else:
@@ -96,8 +96,8 @@ def test_metricgan_methods_change_only_declared_parameters(
 
 @pytest.mark.parametrize("method", ["source", "mpol", "mpol_episodic", "entropy", "remixit",
                                     "bn_stats"])
-def test_gtcrn_methods_change_only_declared_parameters(real_gtcrn, shared_audio, method):
-    adapter, changed = _run_method(real_gtcrn, GTCRN, method, shared_audio)
+def test_gtcrn_methods_change_only_declared_parameters(real_gtcrn, example_audio, method):
+    adapter, changed = _run_method(real_gtcrn, GTCRN, method, example_audio)
     if method == "source":
         assert not changed
     elif method == "bn_stats":
@@ -106,8 +106,8 @@ def test_gtcrn_methods_change_only_declared_parameters(real_gtcrn, shared_audio,
         assert changed and changed <= set(adapter.param_names)
 
 
-def test_gtcrn_hook_mask_is_complex_magnitude(real_gtcrn, shared_audio):
-    noisy, _ = real_mixture(shared_audio)
+def test_gtcrn_hook_mask_is_complex_magnitude(real_gtcrn, example_audio):
+    noisy, _ = real_mixture(example_audio)
     hook = model_hook(real_gtcrn, GTCRN)
     with torch.no_grad():
         out = real_gtcrn.enhance_batch(noisy[None], torch.ones(1))

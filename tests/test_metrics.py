@@ -1,7 +1,6 @@
 """Metrics: known values, invariances, ordering with noise, clipping, nan handling, errors."""
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,19 +19,17 @@ from speechbrain_mpol.metrics import (
     stoi,
     wss,
 )
-from speechbrain_mpol.shared import find_shared_folder
 
-AUDIO = Path(find_shared_folder()) / "audio"
+from .conftest import EXAMPLES
+
 RATE = 16000
 SNRS = (20.0, 5.0, 0.0, -5.0)  # descending: every score must not increase along it
 
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
-    """3 s of real read speech (TIMIT-style), float64 at 16 kHz."""
-    path = AUDIO / "speech" / "timit_spk1_snt1.wav"
-    if not path.is_file():
-        pytest.skip(f"real speech not found at {path}")
+    """3 s of real read speech (LibriSpeech, the committed example set), float64 at 16 kHz."""
+    path = EXAMPLES / "clean" / "ex01_1355-39947-0000_laughing_0dB.flac"
     x, rate = sf.read(path, dtype="float64")
     assert rate == RATE
     x = x if x.ndim == 1 else x[:, 0]

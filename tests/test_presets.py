@@ -97,7 +97,8 @@ def test_no_model_setting_is_written_in_more_than_one_file():
 
 
 TOY_MODEL = """\
-# A toy mask model: SpeechBrain's SpectralMaskEnhancement around a one-layer generator.
+# A toy mask model: SpeechBrain's SpectralMaskEnhancement around a one-layer generator
+# (the generator's output layers expect 2 x 200 BLSTM features).
 sample_rate: 16000
 compute_stft: !new:speechbrain.processing.features.STFT
     sample_rate: 16000
@@ -118,7 +119,7 @@ resynth: !name:speechbrain.processing.signal_processing.resynthesize
     istft: !ref <compute_istft>
 enhance_model: !new:speechbrain.lobes.models.MetricGAN.EnhancementGenerator
     input_size: 257
-    hidden_size: 16
+    hidden_size: 200
     num_layers: 1
     dropout: 0
 modules:

@@ -31,7 +31,7 @@ def read_results(folder):
         return list(csv.DictReader(handle))
 
 
-def test_default_metricgan_recipe_on_example_set(tmp_path, shared_audio):
+def test_default_metricgan_recipe_on_example_set(tmp_path, example_audio):
     metricgan_folder()  # fails loudly if no MetricGAN+ weights exist at all
     summary = run_recipe(tmp_path)
     out = tmp_path / "out"
@@ -50,7 +50,7 @@ def test_default_metricgan_recipe_on_example_set(tmp_path, shared_audio):
     assert (out / "scores.png").is_file() and (out / "pesq_gain.png").is_file()
 
 
-def test_authors_configuration_runs_continual(tmp_path, shared_audio):
+def test_authors_configuration_runs_continual(tmp_path, example_audio):
     metricgan_folder()
     summary = run_recipe(tmp_path, "--method=mpol_paper", "--compare_to_source=False")
     n = summary["utterances"]
@@ -66,7 +66,7 @@ def test_gtcrn_recipe_offline_end_to_end(tmp_path):
     assert np.isfinite(summary["adapted_minus_source"]["pesq"]["mean"])
 
 
-def test_sepformer_recipe_offline_end_to_end(tmp_path, shared_audio):
+def test_sepformer_recipe_offline_end_to_end(tmp_path, example_audio):
     """The hub id is unreachable here: the recipe falls back to a local SepFormer."""
     sepformer_folder()
     summary = run_recipe(tmp_path, "--model=sepformer")
@@ -80,11 +80,11 @@ def test_sepformer_recipe_offline_end_to_end(tmp_path, shared_audio):
     assert all(float(r["objective_w1"]) >= 0 and float(r["objective_sign"]) == 0 for r in rows)
 
 
-def test_bad_files_are_skipped_and_reported(tmp_path, shared_audio):
+def test_bad_files_are_skipped_and_reported(tmp_path, example_audio):
     metricgan_folder()
     folder = tmp_path / "in"
     folder.mkdir()
-    noisy, _ = real_mixture(shared_audio, seconds=1.5)
+    noisy, _ = real_mixture(example_audio, seconds=1.5)
     sf.write(folder / "good.wav", noisy.numpy(), 16000)
     (folder / "empty.wav").write_bytes(b"")
     sf.write(folder / "silent.wav", np.zeros(8000, np.float32), 16000)
@@ -113,18 +113,18 @@ def test_bad_files_are_skipped_and_reported(tmp_path, shared_audio):
     assert rate == 16000 and abs(len(rate44k) - len(noisy)) <= 2
 
 
-def test_unwritable_output_folder_is_a_clear_error(tmp_path, shared_audio):
+def test_unwritable_output_folder_is_a_clear_error(tmp_path, example_audio):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     with pytest.raises(SystemExit, match="output folder is not writable"):
         run_recipe(tmp_path, output_folder=blocker / "out")
 
 
-def test_output_path_equal_to_input_is_refused(tmp_path, shared_audio):
+def test_output_path_equal_to_input_is_refused(tmp_path, example_audio):
     metricgan_folder()
     enhanced = tmp_path / "out" / "enhanced"
     enhanced.mkdir(parents=True)
-    noisy, _ = real_mixture(shared_audio, seconds=1.0)
+    noisy, _ = real_mixture(example_audio, seconds=1.0)
     sf.write(enhanced / "x.wav", noisy.numpy(), 16000)
     before = (enhanced / "x.wav").read_bytes()
     summary = run_recipe(tmp_path, f"--data_folder={enhanced}")
@@ -133,7 +133,7 @@ def test_output_path_equal_to_input_is_refused(tmp_path, shared_audio):
     assert (enhanced / "x.wav").read_bytes() == before
 
 
-def test_missing_model_stops_with_a_helpful_message(tmp_path, shared_audio):
+def test_missing_model_stops_with_a_helpful_message(tmp_path, example_audio):
     with pytest.raises(SystemExit, match="No pretrained enhancer could be loaded"):
         run_recipe(tmp_path, "--model=metricgan_source",
                    "--model_source=speechbrain/not-a-model")

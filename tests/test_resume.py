@@ -14,11 +14,11 @@ import torch
 from .conftest import REPO, SHARED, metricgan_folder, real_mixture
 
 
-def _make_set(folder, shared_audio, n=8):
+def _make_set(folder, example_audio, n=8):
     folder.mkdir()
     noises = ["noise1.wav", "noise2.wav", "noise3.wav", "noise4.wav"]
     for i in range(n):
-        noisy, _ = real_mixture(shared_audio, snr=5.0, seconds=1.5, seed=i,
+        noisy, _ = real_mixture(example_audio, snr=5.0, seconds=1.5, seed=i,
                                 noise=noises[i % len(noises)])
         sf.write(folder / f"utt{i}.wav", noisy.numpy(), 16000)
 
@@ -36,10 +36,10 @@ def _results(out):
         return handle.read()
 
 
-def test_killed_run_resumes_to_identical_results(tmp_path, shared_audio):
+def test_killed_run_resumes_to_identical_results(tmp_path, example_audio):
     metricgan_folder()
     data = tmp_path / "in"
-    _make_set(data, shared_audio)
+    _make_set(data, example_audio)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     full = tmp_path / "full"
     subprocess.run(_command(data, full), check=True, cwd=REPO, env=env, capture_output=True)
@@ -68,11 +68,11 @@ def test_killed_run_resumes_to_identical_results(tmp_path, shared_audio):
         assert np.array_equal(a, b), name
 
 
-def test_torchrun_two_processes_shard_and_merge(tmp_path, shared_audio):
+def test_torchrun_two_processes_shard_and_merge(tmp_path, example_audio):
     """recipes/adapt.py under torchrun (2 CPU processes, gloo): merged CSV, no gaps or dups."""
     metricgan_folder()
     data = tmp_path / "in"
-    _make_set(data, shared_audio, n=5)
+    _make_set(data, example_audio, n=5)
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with socket.socket() as probe:  # a free loopback port for the rendezvous

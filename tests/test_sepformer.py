@@ -20,9 +20,9 @@ from .test_integration import _run_method, changed_keys, snapshot
 SEPFORMER = load_model_preset("sepformer")
 
 
-def test_sepformer_source_model_enhances_real_speech(real_sepformer, shared_audio):
+def test_sepformer_source_model_enhances_real_speech(real_sepformer, example_audio):
     """Real speech in stationary white noise (the kind of noise it was trained on)."""
-    clean = real_mixture(shared_audio, seconds=3.0)[1]
+    clean = real_mixture(example_audio, seconds=3.0)[1]
     rng = np.random.default_rng(0)
     noise = torch.from_numpy(rng.standard_normal(clean.numel())).float()
     noise = noise * clean.pow(2).mean().sqrt() / noise.pow(2).mean().sqrt() / 10 ** (5 / 20)
@@ -34,8 +34,8 @@ def test_sepformer_source_model_enhances_real_speech(real_sepformer, shared_audi
     assert gain > 3.0, f"SI-SDR gain only {gain:.2f} dB at 5 dB white noise"
 
 
-def test_sepformer_hook_sees_relu_mask_in_encoder_domain(real_sepformer, shared_audio):
-    noisy, _ = real_mixture(shared_audio, seconds=2.0)
+def test_sepformer_hook_sees_relu_mask_in_encoder_domain(real_sepformer, example_audio):
+    noisy, _ = real_mixture(example_audio, seconds=2.0)
     hook = model_hook(real_sepformer, SEPFORMER)
     with torch.no_grad():
         out = run_enhancer(real_sepformer, noisy[None], torch.ones(1))
@@ -55,8 +55,8 @@ def test_sepformer_hook_sees_relu_mask_in_encoder_domain(real_sepformer, shared_
 
 
 @pytest.mark.parametrize("method", ["source", "mpol", "mpol_episodic", "entropy", "remixit"])
-def test_sepformer_methods_change_only_declared_parameters(real_sepformer, shared_audio, method):
-    adapter, changed = _run_method(real_sepformer, SEPFORMER, method, shared_audio)
+def test_sepformer_methods_change_only_declared_parameters(real_sepformer, example_audio, method):
+    adapter, changed = _run_method(real_sepformer, SEPFORMER, method, example_audio)
     if method == "source":
         assert not changed
         return
@@ -72,8 +72,8 @@ def test_sepformer_methods_change_only_declared_parameters(real_sepformer, share
     assert not changed_keys(adapter.source_state, real_sepformer.mods)
 
 
-def test_sepformer_mpol_reduces_its_objective_and_reset_restores(real_sepformer, shared_audio):
-    noisy, _ = real_mixture(shared_audio, snr=0.0, seed=1, seconds=2.0)
+def test_sepformer_mpol_reduces_its_objective_and_reset_restores(real_sepformer, example_audio):
+    noisy, _ = real_mixture(example_audio, snr=0.0, seed=1, seconds=2.0)
     before_state = snapshot(real_sepformer.mods)
     adapter = build_adapter(real_sepformer, SEPFORMER, "mpol", reference="noisy_wiener",
                             noise_frames=1000, mode="episodic", steps=5, clip_grad_norm=None,
@@ -93,7 +93,7 @@ def test_sepformer_has_no_batchnorm_statistics_to_adapt(real_sepformer):
         build_adapter(real_sepformer, SEPFORMER, "bn_stats")
 
 
-def test_8khz_sepformer_is_resampled_in_and_out(tmp_path, shared_audio):
+def test_8khz_sepformer_is_resampled_in_and_out(tmp_path, example_audio):
     """A model that declares 8 kHz (like sepformer-wham-enhancement) gets 8 kHz audio."""
     from speechbrain.inference.separation import SepformerSeparation
 
@@ -105,7 +105,7 @@ def test_8khz_sepformer_is_resampled_in_and_out(tmp_path, shared_audio):
     model = SepformerSeparation.from_hparams(source=str(folder), savedir=str(folder))
     assert model.hparams.sample_rate == 8000
     hook = model_hook(model, SEPFORMER)
-    noisy, _ = real_mixture(shared_audio, seconds=2.0)
+    noisy, _ = real_mixture(example_audio, seconds=2.0)
     with torch.no_grad():
         out = run_enhancer(model, noisy[None], torch.ones(1), sample_rate=16000)
     assert out.shape == (1, noisy.numel()) and torch.isfinite(out).all()

@@ -2,7 +2,8 @@
 
 :class:`GTCRNEnhancement` wraps :class:`~speechbrain_mpol.models.gtcrn.GTCRN` the way
 ``SpectralMaskEnhancement`` wraps MetricGAN+: ``from_hparams`` on a local folder holding
-``hyperparams.yaml`` and ``enhance_model.ckpt`` (built by ``recipes/prepare_gtcrn.py``), then
+``hyperparams.yaml`` and ``enhance_model.ckpt`` (``pretrained/gtcrn_vctk``, built by
+``recipes/prepare_gtcrn.py``), then
 ``enhance_batch`` / ``enhance_file``.
 
 Example
@@ -79,9 +80,9 @@ class GTCRNEnhancement(Pretrained):
             savedir is not None and (Path(savedir) / hparams_file).is_file()
         ):
             raise FileNotFoundError(
-                f"GTCRN pretrained folder not found: {source!r}. Build it with "
-                "`python recipes/prepare_gtcrn.py` (it writes pretrained_models/gtcrn-vctk "
-                "and pretrained_models/gtcrn-dns3)."
+                f"GTCRN pretrained folder not found: {source!r}. The published weights are "
+                "committed in pretrained/gtcrn_vctk and pretrained/gtcrn_dns3 (rebuilt by "
+                "`python recipes/prepare_gtcrn.py`)."
             )
         if savedir is None and Path(source).is_dir():
             kwargs["savedir"] = source
