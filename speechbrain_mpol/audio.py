@@ -12,7 +12,7 @@ Example
 >>> folder = tempfile.mkdtemp()
 >>> path = os.path.join(folder, "tone.wav")
 >>> tone = 0.1 * torch.sin(torch.arange(16000) / 16000 * 2 * 3.1416 * 440)
->>> write_audio(path, tone, 16000)
+>>> _ = write_audio(path, tone, 16000)  # returns the samples as stored
 >>> read_audio(path, 16000).shape
 torch.Size([16000])
 """
@@ -131,12 +131,14 @@ def write_audio(
     wav: torch.Tensor | np.ndarray,
     sample_rate: int,
     subtype: str = DEFAULT_SUBTYPE,
-) -> None:
+) -> np.ndarray:
     """Write a mono waveform as WAV, atomically (temporary file, then rename).
 
     Integer subtypes clip the samples to [-1, 1) before quantization; float subtypes store
     them as they are. The file is rendered in memory and written in one piece, so a full disk
     or a read-only folder is one ``OSError`` naming ``path`` and leaves no temporary file.
+    The samples as stored are returned: scoring them scores the delivered file, whatever the
+    subtype.
 
     Arguments
     ---------
@@ -150,17 +152,24 @@ def write_audio(
         ``"FLOAT"`` (default: bit-exact float32), ``"PCM_24"``, ``"PCM_16"`` (the size of
         CD audio, at the cost of quantization noise), ``"PCM_32"`` or ``"DOUBLE"``.
 
+    Returns
+    -------
+    numpy.ndarray
+        The samples a reader gets back from the file (float32), e.g. quantized to 16 bits.
+
     Example
     -------
     >>> import tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "q.wav")
     >>> quiet = np.float32(1e-5) * np.arange(8, dtype=np.float32)
-    >>> write_audio(path, quiet, 16000)
-    >>> bool((sf.read(path, dtype="float32")[0] == quiet).all())
-    True
-    >>> write_audio(path, quiet, 16000, subtype="PCM_16")
+    >>> stored = write_audio(path, quiet, 16000)
+    >>> bool((sf.read(path, dtype="float32")[0] == quiet).all()), bool((stored == quiet).all())
+    (True, True)
+    >>> stored = write_audio(path, quiet, 16000, subtype="PCM_16")
     >>> bool((sf.read(path, dtype="float32")[0] == quiet).all())
     False
+    >>> bool((sf.read(path, dtype="float32")[0] == stored).all())
+    True
     """
     subtype = subtype.upper()
     if subtype not in SUBTYPES:
@@ -176,6 +185,10 @@ def write_audio(
     buffer = io.BytesIO()
     sf.write(buffer, wav, sample_rate, subtype=subtype, format="WAV")
     atomic_write_bytes(path, buffer.getvalue())
+    if subtype == "FLOAT":
+        return wav
+    buffer.seek(0)
+    return sf.read(buffer, dtype="float32")[0]
 
 
 def duration_seconds(path: str | os.PathLike) -> float:

@@ -78,8 +78,9 @@ def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
 #: pickles and answers ``("ok", score)`` or ``("error", reason)``. It imports ``pesq`` only
 #: (not scipy), so it starts in under a second.
 _WORKER_PROGRAM = """
-import os, pickle, sys
+import os, pickle, signal, sys
 import pesq
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; EOF stops the worker
 answers = os.fdopen(os.dup(1), "wb")
 os.dup2(2, 1)  # what the library prints goes to stderr, not into the answers
 while True:

@@ -128,7 +128,8 @@ def test_the_written_file_scores_as_the_scored_waveform(tmp_path, real_metricgan
 
     Real MetricGAN+ on real speech in real noise; its output brought to -40 dBFS as a model
     that over-suppresses would leave it. The default (float) file is the scored waveform bit
-    for bit; 24-bit PCM scores the same to 3 decimals; 16-bit PCM does not.
+    for bit; 24-bit PCM scores the same to 3 decimals; 16-bit PCM does not, and scoring the
+    samples ``write_audio`` returns is scoring the file, whatever the subtype.
     """
     from speechbrain_mpol.metrics import pesq_wb
 
@@ -141,8 +142,11 @@ def test_the_written_file_scores_as_the_scored_waveform(tmp_path, real_metricgan
     delivered = {}
     for subtype in ("FLOAT", "PCM_24", "PCM_16"):
         path = tmp_path / f"{subtype}.wav"
-        write_audio(path, quiet, 16000, **({} if subtype == "FLOAT" else {"subtype": subtype}))
-        delivered[subtype] = pesq_wb(clean.numpy(), read_audio(path, 16000).numpy())
+        stored = write_audio(path, quiet, 16000,
+                             **({} if subtype == "FLOAT" else {"subtype": subtype}))
+        back = read_audio(path, 16000).numpy()
+        assert np.array_equal(stored, back)  # what write_audio returns is what was written
+        delivered[subtype] = pesq_wb(clean.numpy(), back)
     assert np.array_equal(read_audio(tmp_path / "FLOAT.wav", 16000).numpy(), quiet)
     assert delivered["FLOAT"] == scored
     assert abs(delivered["PCM_24"] - scored) < 5e-4
