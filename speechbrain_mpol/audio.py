@@ -3,7 +3,8 @@
 Every problem with an input file is raised as :class:`AudioError`, whose message names the
 file and the problem, so a batch run can report and skip it instead of failing deep inside
 torch. Outputs are written to a temporary file beside the target and renamed into place, so a
-killed run never leaves a half-written file behind.
+killed run never leaves a half-written file behind. Output is 32-bit float WAV by default,
+so the delivered file is exactly the waveform that was scored (16-bit PCM on request).
 
 Example
 -------
@@ -11,13 +12,14 @@ Example
 >>> folder = tempfile.mkdtemp()
 >>> path = os.path.join(folder, "tone.wav")
 >>> tone = 0.1 * torch.sin(torch.arange(16000) / 16000 * 2 * 3.1416 * 440)
->>> write_audio(path, tone, 16000)
+>>> _ = write_audio(path, tone, 16000)  # returns the samples as stored
 >>> read_audio(path, 16000).shape
 torch.Size([16000])
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -28,7 +30,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from speechbrain_mpol.atomic import atomic_path
+from speechbrain_mpol.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +117,28 @@ def read_audio(
     return wav.contiguous()
 
 
-def write_audio(
-    path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_rate: int
-) -> None:
-    """Write a mono waveform as 16-bit PCM, atomically (temporary file, then rename).
+#: Default subtype of :func:`write_audio`: 32-bit float keeps every sample the model produced,
+#: so the delivered file scores exactly as the waveform that was scored. 16-bit PCM adds
+#: quantization noise at -96 dBFS that moves PESQ of quiet outputs (see tests/test_audio.py).
+DEFAULT_SUBTYPE = "FLOAT"
+#: Subtypes :func:`write_audio` accepts (WAV container).
+SUBTYPES = ("FLOAT", "DOUBLE", "PCM_24", "PCM_32", "PCM_16")
+_PCM_BITS = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
 
-    Samples are clipped to [-1, 1) before quantization.
+
+def write_audio(
+    path: str | os.PathLike,
+    wav: torch.Tensor | np.ndarray,
+    sample_rate: int,
+    subtype: str = DEFAULT_SUBTYPE,
+) -> np.ndarray:
+    """Write a mono waveform as WAV, atomically (temporary file, then rename).
+
+    Integer subtypes clip the samples to [-1, 1) before quantization; float subtypes store
+    them as they are. The file is rendered in memory and written in one piece, so a full disk
+    or a read-only folder is one ``OSError`` naming ``path`` and leaves no temporary file.
+    The samples as stored are returned: scoring them scores the delivered file, whatever the
+    subtype.
 
     Arguments
     ---------
@@ -130,15 +148,47 @@ def write_audio(
         Mono waveform, shape ``[samples]`` (a leading singleton dimension is accepted).
     sample_rate : int
         Sample rate written in the header.
+    subtype : str
+        ``"FLOAT"`` (default: bit-exact float32), ``"PCM_24"``, ``"PCM_16"`` (the size of
+        CD audio, at the cost of quantization noise), ``"PCM_32"`` or ``"DOUBLE"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The samples a reader gets back from the file (float32), e.g. quantized to 16 bits.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "q.wav")
+    >>> quiet = np.float32(1e-5) * np.arange(8, dtype=np.float32)
+    >>> stored = write_audio(path, quiet, 16000)
+    >>> bool((sf.read(path, dtype="float32")[0] == quiet).all()), bool((stored == quiet).all())
+    (True, True)
+    >>> stored = write_audio(path, quiet, 16000, subtype="PCM_16")
+    >>> bool((sf.read(path, dtype="float32")[0] == quiet).all())
+    False
+    >>> bool((sf.read(path, dtype="float32")[0] == stored).all())
+    True
     """
+    subtype = subtype.upper()
+    if subtype not in SUBTYPES:
+        raise ValueError(f"subtype must be one of {SUBTYPES}, not {subtype!r}")
     if isinstance(wav, torch.Tensor):
         wav = wav.detach().cpu().float().numpy()
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
     if not np.isfinite(wav).all():
         raise AudioError(path, "refusing to write non-finite samples")
-    with atomic_path(path) as tmp:
-        sf.write(tmp, np.clip(wav, -1.0, 1.0 - 1.0 / 32768), sample_rate, subtype="PCM_16",
-                 format="WAV")
+    bits = _PCM_BITS.get(subtype)
+    if bits:  # libsndfile wraps out-of-range samples around; clip to the largest code instead
+        wav = np.clip(wav.astype(np.float64), -1.0, 1.0 - 2.0 ** (1 - bits))
+    buffer = io.BytesIO()
+    sf.write(buffer, wav, sample_rate, subtype=subtype, format="WAV")
+    atomic_write_bytes(path, buffer.getvalue())
+    if subtype == "FLOAT":
+        return wav
+    buffer.seek(0)
+    return sf.read(buffer, dtype="float32")[0]
 
 
 def duration_seconds(path: str | os.PathLike) -> float:

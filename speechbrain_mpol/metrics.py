@@ -20,8 +20,15 @@ True
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
+import pickle
+import select
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from math import gcd
 
@@ -29,6 +36,7 @@ import numpy as np
 import pesq as pesq_lib
 from pystoi import stoi as pystoi_stoi
 from scipy.signal import resample_poly
+from scipy.stats import bootstrap
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +74,145 @@ def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     return resample_poly(x, target // g, rate // g)
 
 
-def pesq_wb(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -> float:
-    """Wide-band PESQ (ITU-T P.862.2) through the ``pesq`` package.
+#: The whole program of a :class:`PesqWorker` process: it reads ``(rate, ref, deg, mode)``
+#: pickles and answers ``("ok", score)`` or ``("error", reason)``. It imports ``pesq`` only
+#: (not scipy), so it starts in under a second.
+_WORKER_PROGRAM = """
+import os, pickle, signal, sys
+import pesq
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; EOF stops the worker
+answers = os.fdopen(os.dup(1), "wb")
+os.dup2(2, 1)  # what the library prints goes to stderr, not into the answers
+while True:
+    try:
+        rate, ref, deg, mode = pickle.load(sys.stdin.buffer)
+    except EOFError:
+        break
+    try:
+        answer = ("ok", float(pesq.pesq(rate, ref, deg, mode)))
+    except Exception as err:
+        answer = ("error", f"{type(err).__name__}: {err}".strip())
+    pickle.dump(answer, answers)
+    answers.flush()
+"""
 
-    P.862.2 is defined at 16 kHz only, so other rates are resampled to 16 kHz first.
+
+class PesqWorker:
+    """The ``pesq`` package in a child process, so that its crashes cost a score, not the run.
+
+    ``pesq`` 0.0.4 (the C reference code of P.862) keeps the speech segments it finds in
+    the reference in fixed tables of 50 entries and writes past them when there are more:
+    the process dies with SIGSEGV or "stack smashing". Whether a long reference does so depends
+    on its pauses, not on its length alone (measured: 2.9 s speech tiled crashes from 169 s
+    on; issue #16 reports 115 s). The worker is started on first use, restarted after a
+    crash, and a call that takes longer than its timeout is killed.
+
+    Arguments
+    ---------
+    timeout : float
+        Seconds allowed per call, plus ``timeout_per_second`` per second of reference.
+    timeout_per_second : float
+        Extra seconds allowed per second of audio (P.862 takes about 0.02 s per second).
+
+    Example
+    -------
+    >>> worker = PesqWorker()
+    >>> t = np.arange(16000) / 16000
+    >>> tone = np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 2 * t) > 0)
+    >>> score, reason = worker.score(tone, tone)
+    >>> score > 4.4, reason
+    (True, None)
+    >>> worker.close()
+    """
+
+    def __init__(self, timeout: float = 60.0, timeout_per_second: float = 1.0):
+        self.timeout = float(timeout)
+        self.timeout_per_second = float(timeout_per_second)
+        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", _WORKER_PROGRAM],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def _stop(self) -> int | None:
+        """Stop the worker; its exit code (negative: killed by that signal)."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        for stream in (process.stdin, process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            return process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+    def close(self) -> None:
+        """Stop the worker process (a later call starts a new one)."""
+        with self._lock:
+            self._stop()
+
+    def score(
+        self, ref: np.ndarray, deg: np.ndarray, rate: int = 16000, mode: str = "wb"
+    ) -> tuple[float, str | None]:
+        """``pesq.pesq(rate, ref, deg, mode)`` in the worker.
+
+        Returns
+        -------
+        tuple
+            ``(score, None)``, or ``(nan, reason)`` when the library refused the pair, the
+            worker crashed or timed out.
+        """
+        ref = np.ascontiguousarray(ref, dtype=np.float64)
+        deg = np.ascontiguousarray(deg, dtype=np.float64)
+        timeout = self.timeout + self.timeout_per_second * len(ref) / rate
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._stop()
+                self._process = self._start()
+            process = self._process
+            try:
+                pickle.dump((rate, ref, deg, mode), process.stdin)
+                process.stdin.flush()
+                ready, _, _ = select.select([process.stdout], [], [], timeout)
+                if not ready:
+                    process.kill()
+                    self._stop()
+                    return math.nan, f"PESQ took longer than {timeout:.0f} s; worker stopped"
+                status, value = pickle.load(process.stdout)
+            except (EOFError, BrokenPipeError, pickle.UnpicklingError):
+                code = self._stop()
+                return math.nan, (f"PESQ crashed its worker process ({_exit_reason(code)}); the "
+                                  "pesq package does so on long references with many pauses")
+        if status == "ok":
+            return value, None
+        return math.nan, value
+
+
+def _exit_reason(code: int | None) -> str:
+    """``"SIGSEGV"`` for a process killed by signal 11, ``"exit code 1"``, ..."""
+    if code is not None and code < 0:
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+_WORKER = PesqWorker()
+atexit.register(_WORKER.close)
+
+
+def pesq_wb_or_reason(
+    clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000, isolated: bool = True
+) -> tuple[float, str | None]:
+    """Wide-band PESQ (ITU-T P.862.2) and, when it is ``nan``, why.
+
+    The same figure as :func:`pesq_wb`, computed on the whole signals; see :func:`pesq_wb`.
 
     Arguments
     ---------
@@ -79,12 +222,64 @@ def pesq_wb(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -
         Estimate, 1-D, same length.
     sample_rate : int
         Sample rate of both signals in Hz.
+    isolated : bool
+        Score in the :class:`PesqWorker` process (default) so that a crash of the ``pesq``
+        package costs this score only; False calls it in this process (slightly faster,
+        for inputs known to be short).
+
+    Returns
+    -------
+    tuple
+        ``(score, None)`` or ``(nan, one-line reason)``.
+
+    Example
+    -------
+    >>> pesq_wb_or_reason(np.zeros(16000), np.ones(16000))
+    (nan, 'PESQ is undefined for an all-zero signal')
+    """
+    clean, enhanced = _check(clean, enhanced)
+    if not (np.isfinite(clean).all() and np.isfinite(enhanced).all()):
+        return math.nan, "non-finite samples"
+    # PESQ aligns levels, so an all-zero signal has no score (the pesq package fails on nan).
+    if not (np.any(clean) and np.any(enhanced)):
+        return math.nan, "PESQ is undefined for an all-zero signal"
+    clean, enhanced = _resample(clean, sample_rate, 16000), _resample(enhanced, sample_rate, 16000)
+    if isolated:
+        return _WORKER.score(clean, enhanced, 16000, "wb")
+    try:
+        return float(pesq_lib.pesq(16000, clean, enhanced, "wb")), None
+    except pesq_lib.PesqError as err:  # NoUtterancesError, BufferTooShortError, ...
+        return math.nan, f"{type(err).__name__}: {err}".strip()
+
+
+def pesq_wb(
+    clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000, isolated: bool = True
+) -> float:
+    """Wide-band PESQ (ITU-T P.862.2) through the ``pesq`` package.
+
+    P.862.2 is defined at 16 kHz only, so other rates are resampled to 16 kHz first. The
+    score is always that of the whole pair (no segmenting). By default the library runs in a
+    worker process (:class:`PesqWorker`): on references where the ``pesq`` package crashes
+    (long recordings with more than 50 speech segments) the result is ``nan`` and the caller
+    lives on.
+
+    Arguments
+    ---------
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length.
+    sample_rate : int
+        Sample rate of both signals in Hz.
+    isolated : bool
+        Run the library in the worker process (see :func:`pesq_wb_or_reason`).
 
     Returns
     -------
     float
-        MOS-LQO in about [1.04, 4.64]; ``nan`` (with a logged warning) when PESQ cannot score
-        the pair: no utterance found, input under 1/4 s, an all-zero or non-finite signal.
+        MOS-LQO in about [1.04, 4.64]; ``nan`` (with a logged warning giving the reason) when
+        PESQ cannot score the pair: no utterance found, input under 1/4 s, an all-zero or
+        non-finite signal, a crash of the library.
 
     Example
     -------
@@ -95,20 +290,10 @@ def pesq_wb(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -
     >>> import math; math.isnan(pesq_wb(tone[:800], tone[:800]))
     True
     """
-    clean, enhanced = _check(clean, enhanced)
-    if not (np.isfinite(clean).all() and np.isfinite(enhanced).all()):
-        logger.warning("PESQ: non-finite samples; reporting nan")
-        return math.nan
-    # PESQ aligns levels, so an all-zero signal has no score (the pesq package fails on nan).
-    if not (np.any(clean) and np.any(enhanced)):
-        logger.warning("PESQ is undefined for an all-zero signal; reporting nan")
-        return math.nan
-    clean, enhanced = _resample(clean, sample_rate, 16000), _resample(enhanced, sample_rate, 16000)
-    try:
-        return float(pesq_lib.pesq(16000, clean, enhanced, "wb"))
-    except pesq_lib.PesqError as err:  # NoUtterancesError, BufferTooShortError, ...
-        logger.warning("PESQ failed (%s: %s); reporting nan", type(err).__name__, err)
-        return math.nan
+    score, reason = pesq_wb_or_reason(clean, enhanced, sample_rate, isolated)
+    if reason is not None:
+        logger.warning("PESQ: %s; reporting nan", reason)
+    return score
 
 
 def stoi(clean: np.ndarray, enhanced: np.ndarray, sample_rate: int = 16000) -> float:
@@ -535,13 +720,90 @@ METRICS = ("pesq", "stoi", "estoi", "si_sdr", "segsnr")
 COMPOSITE_METRICS = ("csig", "cbak", "covl")
 
 
-def _guarded(name: str, fn: Callable[[], float]) -> float:
-    """``fn()``, or ``nan`` with a warning when it fails (short input, degenerate signal...)."""
+def _guarded(
+    name: str, fn: Callable[[], float], reasons: dict[str, str]
+) -> float:
+    """``fn()``, or ``nan`` with the reason recorded in ``reasons[name]`` when it fails."""
     try:
-        return float(fn())
+        value = float(fn())
     except Exception as err:  # an evaluation loop must not die on one odd utterance
-        logger.warning("%s failed (%s: %s); reporting nan", name, type(err).__name__, err)
+        reasons[name] = f"{type(err).__name__}: {err}"
         return math.nan
+    if math.isnan(value):
+        reasons.setdefault(name, "undefined for this pair")
+    return value
+
+
+def score_pair(
+    clean: np.ndarray,
+    enhanced: np.ndarray,
+    sample_rate: int = 16000,
+    composite_measures: bool = True,
+    isolated: bool = True,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """All metrics of one pair, and why each ``nan`` one is ``nan``; never raises.
+
+    Arguments
+    ---------
+    clean : numpy.ndarray
+        Reference signal, 1-D.
+    enhanced : numpy.ndarray
+        Estimate, 1-D, same length (otherwise every metric is ``nan``, with the reason).
+    sample_rate : int
+        Sample rate in Hz.
+    composite_measures : bool
+        Also compute CSIG/CBAK/COVL.
+    isolated : bool
+        Run PESQ in its worker process (see :func:`pesq_wb_or_reason`).
+
+    Returns
+    -------
+    scores : dict
+        As :func:`evaluate_pair`.
+    reasons : dict
+        ``metric -> one-line reason`` for every metric that is ``nan``.
+
+    Example
+    -------
+    >>> x = np.random.default_rng(0).standard_normal(16000)
+    >>> scores, reasons = score_pair(x, x[:-1], composite_measures=False)
+    >>> math.isnan(scores["pesq"]), reasons["pesq"]
+    (True, 'lengths differ: clean has 16000 samples, enhanced 15999')
+    """
+    keys = METRICS + (COMPOSITE_METRICS if composite_measures else ())
+    try:
+        clean, enhanced = _check(clean, enhanced)
+    except ValueError as err:
+        return dict.fromkeys(keys, math.nan), dict.fromkeys(keys, str(err))
+    if not (np.isfinite(clean).all() and np.isfinite(enhanced).all()):
+        return dict.fromkeys(keys, math.nan), dict.fromkeys(keys, "non-finite samples")
+    reasons: dict[str, str] = {}
+
+    def pesq_or_reason() -> float:
+        value, reason = pesq_wb_or_reason(clean, enhanced, sample_rate, isolated)
+        if reason is not None:
+            reasons["pesq"] = reason
+        return value
+
+    scores = {
+        "pesq": _guarded("pesq", pesq_or_reason, reasons),
+        "stoi": _guarded("stoi", lambda: stoi(clean, enhanced, sample_rate), reasons),
+        "estoi": _guarded("estoi", lambda: estoi(clean, enhanced, sample_rate), reasons),
+        "si_sdr": _guarded("si_sdr", lambda: si_sdr(clean, enhanced), reasons),
+        "segsnr": _guarded("segsnr", lambda: segmental_snr(clean, enhanced, sample_rate),
+                           reasons),
+    }
+    if composite_measures:
+        try:
+            scores.update(composite(clean, enhanced, sample_rate, pesq_value=scores["pesq"]))
+            for key in COMPOSITE_METRICS:
+                if math.isnan(scores[key]):
+                    reasons[key] = (f"needs PESQ ({reasons['pesq']})" if "pesq" in reasons
+                                    else "undefined for this pair")
+        except Exception as err:  # same reason as _guarded
+            scores.update(dict.fromkeys(COMPOSITE_METRICS, math.nan))
+            reasons.update(dict.fromkeys(COMPOSITE_METRICS, f"{type(err).__name__}: {err}"))
+    return scores, reasons
 
 
 def evaluate_pair(
@@ -551,6 +813,8 @@ def evaluate_pair(
     composite_measures: bool = True,
 ) -> dict[str, float]:
     """All metrics of one (clean, enhanced) pair; a metric that cannot be computed is ``nan``.
+
+    Each ``nan`` is logged with its reason; :func:`score_pair` returns the reasons instead.
 
     Arguments
     ---------
@@ -584,25 +848,34 @@ def evaluate_pair(
     >>> round(scores["si_sdr"])
     20
     """
-    clean, enhanced = _check(clean, enhanced)
-    keys = METRICS + (COMPOSITE_METRICS if composite_measures else ())
-    if not (np.isfinite(clean).all() and np.isfinite(enhanced).all()):
-        logger.warning("evaluate_pair: non-finite samples; every metric is nan")
-        return dict.fromkeys(keys, math.nan)
-    scores = {
-        "pesq": _guarded("PESQ", lambda: pesq_wb(clean, enhanced, sample_rate)),
-        "stoi": _guarded("STOI", lambda: stoi(clean, enhanced, sample_rate)),
-        "estoi": _guarded("ESTOI", lambda: estoi(clean, enhanced, sample_rate)),
-        "si_sdr": _guarded("SI-SDR", lambda: si_sdr(clean, enhanced)),
-        "segsnr": _guarded("segSNR", lambda: segmental_snr(clean, enhanced, sample_rate)),
-    }
-    if composite_measures:
-        try:
-            scores.update(composite(clean, enhanced, sample_rate, pesq_value=scores["pesq"]))
-        except Exception as err:  # same reason as _guarded
-            logger.warning("composite failed (%s: %s); reporting nan", type(err).__name__, err)
-            scores.update(dict.fromkeys(COMPOSITE_METRICS, math.nan))
+    _check(clean, enhanced)
+    scores, reasons = score_pair(clean, enhanced, sample_rate, composite_measures)
+    for name, reason in reasons.items():
+        logger.warning("%s: %s; reporting nan", name, reason)
     return scores
+
+
+def _interval(
+    data: tuple[np.ndarray, ...],
+    statistic: Callable[..., np.ndarray],
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` through :func:`scipy.stats.bootstrap`."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    if data[0].size < 2:  # no spread to resample: no interval
+        return math.nan, math.nan
+    result = bootstrap(
+        data, statistic, n_resamples=n_resamples, confidence_level=confidence,
+        method="percentile", paired=len(data) > 1, vectorized=True, axis=-1,
+        # Resample in batches so that long score lists need no n_resamples x n matrix.
+        batch=max(1, 2_000_000 // data[0].size), rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def bootstrap_ci(
@@ -612,6 +885,8 @@ def bootstrap_ci(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean; nans are ignored.
+
+    Computed by :func:`scipy.stats.bootstrap` (``method="percentile"``).
 
     Arguments
     ---------
@@ -627,7 +902,8 @@ def bootstrap_ci(
     Returns
     -------
     tuple of float
-        ``(low, high)``; ``(nan, nan)`` when no finite value is left.
+        ``(low, high)``; ``(nan, nan)`` when fewer than two finite values are left (one
+        value has no spread to resample).
 
     Example
     -------
@@ -635,25 +911,9 @@ def bootstrap_ci(
     >>> bool(low < 49.5 < high)
     True
     """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[~np.isnan(values)]
-    if values.size == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    # Resample in chunks so that long score lists do not need an n_resamples x n index matrix.
-    chunk = max(1, 2_000_000 // values.size)
-    means = np.concatenate([
-        values[rng.integers(0, values.size, (min(chunk, n_resamples - start), values.size))]
-        .mean(axis=1)
-        for start in range(0, n_resamples, chunk)
-    ])
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.percentile(means, [tail, 100.0 - tail])
-    return float(low), float(high)
+    return _interval((values,), np.mean, n_resamples, confidence, seed)
 
 
 def paired_bootstrap_ci(
@@ -665,8 +925,9 @@ def paired_bootstrap_ci(
 ) -> tuple[float, float]:
     """Bootstrap confidence interval of the mean paired difference ``a - b``.
 
-    Items are resampled as pairs, which removes the between-utterance variance that both
-    systems share; a pair with a nan on either side is dropped.
+    Items are resampled as pairs (:func:`scipy.stats.bootstrap` with ``paired=True``,
+    ``method="percentile"``), which removes the between-utterance variance that both systems
+    share; a pair with a nan on either side is dropped.
 
     Arguments
     ---------
@@ -698,4 +959,10 @@ def paired_bootstrap_ci(
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired scores need equal shapes, got {a.shape} and {b.shape}")
-    return bootstrap_ci(a - b, n_resamples, confidence, seed)
+    a, b = a.ravel(), b.ravel()
+    keep = ~(np.isnan(a) | np.isnan(b))
+
+    def mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean(x - y, axis=axis)
+
+    return _interval((a[keep], b[keep]), mean_difference, n_resamples, confidence, seed)

@@ -9,6 +9,8 @@ import torch
 
 from speechbrain_mpol.audio import AudioError, read_audio, write_audio
 
+from .conftest import real_mixture
+
 
 def tone(seconds=0.5, rate=16000, amp=0.3):
     t = np.arange(int(seconds * rate)) / rate
@@ -95,3 +97,92 @@ def test_write_never_leaves_partial_on_interrupt(tmp_path, monkeypatch):
         write_audio(target, tone(amp=0.1), 16000)
     assert target.read_bytes() == original
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.wav"]
+
+
+@pytest.mark.parametrize("subtype", ["FLOAT", "PCM_24", "PCM_16"])
+def test_subtypes_round_trip_within_their_precision(tmp_path, subtype):
+    wav = tone(amp=0.9)
+    path = tmp_path / f"{subtype}.wav"
+    write_audio(path, wav, 16000, subtype=subtype)
+    info = sf.info(path)
+    assert info.subtype == subtype and info.format == "WAV"
+    back = read_audio(path, 16000).numpy()
+    step = {"FLOAT": 0.0, "PCM_24": 2.0**-23, "PCM_16": 2.0**-15}[subtype]
+    assert np.abs(back - wav).max() <= step
+
+
+def test_default_is_float_and_integer_subtypes_clip(tmp_path):
+    loud = np.array([1.5, -1.5, 0.25], np.float32)
+    write_audio(tmp_path / "f.wav", loud, 16000)
+    assert sf.info(tmp_path / "f.wav").subtype == "FLOAT"
+    assert sf.read(tmp_path / "f.wav", dtype="float32")[0].tolist() == [1.5, -1.5, 0.25]
+    write_audio(tmp_path / "i.wav", loud, 16000, subtype="PCM_24")
+    back = sf.read(tmp_path / "i.wav", dtype="float64")[0]
+    assert back[0] == 1.0 - 2.0**-23 and back[1] == -1.0  # clipped, not wrapped around
+    with pytest.raises(ValueError, match="subtype must be one of"):
+        write_audio(tmp_path / "x.wav", loud, 16000, subtype="MP3")
+
+
+def test_the_written_file_scores_as_the_scored_waveform(tmp_path, real_metricgan, shared_audio):
+    """#16 item 7: a quiet enhanced output (-40 dBFS) keeps its PESQ once written and read.
+
+    Real MetricGAN+ on real speech in real noise; its output brought to -40 dBFS as a model
+    that over-suppresses would leave it. The default (float) file is the scored waveform bit
+    for bit; 24-bit PCM scores the same to 3 decimals; 16-bit PCM does not, and scoring the
+    samples ``write_audio`` returns is scoring the file, whatever the subtype.
+    """
+    from speechbrain_mpol.metrics import pesq_wb
+
+    noisy, clean = real_mixture(shared_audio, snr=5.0, seconds=3.0, speech="timit_spk2_snt2.wav",
+                                noise="noise3.wav")
+    with torch.no_grad():
+        out = real_metricgan.enhance_batch(noisy[None], torch.ones(1))[0].numpy()
+    quiet = (out * 10 ** (-40 / 20) / np.sqrt(np.mean(out**2))).astype(np.float32)
+    scored = pesq_wb(clean.numpy(), quiet)
+    delivered = {}
+    for subtype in ("FLOAT", "PCM_24", "PCM_16"):
+        path = tmp_path / f"{subtype}.wav"
+        stored = write_audio(path, quiet, 16000,
+                             **({} if subtype == "FLOAT" else {"subtype": subtype}))
+        back = read_audio(path, 16000).numpy()
+        assert np.array_equal(stored, back)  # what write_audio returns is what was written
+        delivered[subtype] = pesq_wb(clean.numpy(), back)
+    assert np.array_equal(read_audio(tmp_path / "FLOAT.wav", 16000).numpy(), quiet)
+    assert delivered["FLOAT"] == scored
+    assert abs(delivered["PCM_24"] - scored) < 5e-4
+    # Measured with pretrained/metricgan_source: 1.4851 scored, 1.4715 after 16-bit PCM.
+    assert abs(delivered["PCM_16"] - scored) > 1e-3
+
+
+def test_a_full_disk_is_one_oserror_naming_the_file(tmp_path, monkeypatch):
+    import errno
+
+    import speechbrain_mpol.atomic
+
+    target = tmp_path / "d.wav"
+    write_audio(target, tone(), 16000)
+    before = target.read_bytes()
+
+    class FillsTheDisk:
+        """A file whose writes stop after 100 bytes with ENOSPC, as on a full disk."""
+
+        def __init__(self, *args, **kwargs):
+            self.file = open(*args, **kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, data):
+            self.file.write(data[:100])
+            self.file.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(speechbrain_mpol.atomic, "open", FillsTheDisk, raising=False)
+    with pytest.raises(OSError) as err:
+        write_audio(target, tone(amp=0.1), 16000)
+    assert err.value.errno == errno.ENOSPC and str(target) in str(err.value)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.wav"]

@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from speechbrain_mpol.metrics import (
+    PesqWorker,
     bootstrap_ci,
     composite,
     estoi,
@@ -14,6 +15,8 @@ from speechbrain_mpol.metrics import (
     llr,
     paired_bootstrap_ci,
     pesq_wb,
+    pesq_wb_or_reason,
+    score_pair,
     segmental_snr,
     si_sdr,
     stoi,
@@ -192,3 +195,78 @@ def test_paired_bootstrap_of_the_difference():
     assert paired_bootstrap_ci(a, b) == pytest.approx((0.5, 0.5))
     with pytest.raises(ValueError, match="equal shapes"):
         paired_bootstrap_ci(base, base[:-1])
+
+
+def test_a_single_item_has_no_interval():
+    assert np.isnan(bootstrap_ci([2.0])).all()
+    assert np.isnan(paired_bootstrap_ci([2.0, np.nan], [1.0, 1.0])).all()
+
+
+def test_score_pair_never_raises_and_says_why(speech):
+    scores, reasons = score_pair(speech, speech[:-5], composite_measures=False)
+    assert all(np.isnan(v) for v in scores.values())
+    n = len(speech)
+    assert reasons["stoi"] == f"lengths differ: clean has {n} samples, enhanced {n - 5}"
+    scores, reasons = score_pair(np.zeros_like(speech), speech)
+    assert reasons["pesq"] == "PESQ is undefined for an all-zero signal"
+    assert reasons["csig"] == "needs PESQ (PESQ is undefined for an all-zero signal)"
+    assert not np.isnan(scores["segsnr"]) and "segsnr" not in reasons
+    scores, reasons = score_pair(speech, add_white_noise(speech, 10.0))
+    assert reasons == {} and 1.0 < scores["pesq"] < 4.6
+
+
+def test_isolated_pesq_equals_in_process_pesq(speech):
+    noisy = add_white_noise(speech, 5.0)
+    assert pesq_wb(speech, noisy) == pesq_wb(speech, noisy, isolated=False)
+
+
+def test_a_stuck_pesq_worker_is_stopped_and_replaced(speech):
+    worker = PesqWorker(timeout=0.0, timeout_per_second=0.0)
+    score, reason = worker.score(speech, speech)
+    assert np.isnan(score) and reason.startswith("PESQ took longer than 0 s")
+    worker.timeout = 60.0
+    assert worker.score(speech, speech)[0] > 4.4
+    worker.close()
+
+
+@pytest.fixture(scope="module")
+def long_reference() -> np.ndarray:
+    """120 s of real read speech (LJ Speech, tiled): long enough to crash ``pesq`` 0.0.4.
+
+    With this recording the package crashes from 91 s on (its table of 50 speech segments
+    overflows); other recordings measured: 110 s, 111 s, 169 s.
+    """
+    path = AUDIO / "speech" / "lj050_0131.wav"
+    if not path.is_file():
+        pytest.skip(f"real speech not found at {path}")
+    x, rate = sf.read(path, dtype="float64")
+    assert rate == RATE
+    x = 0.5 * x / np.abs(x).max()
+    return np.tile(x, 120 * RATE // len(x) + 1)[: 120 * RATE]
+
+
+def test_a_reference_that_crashes_pesq_costs_one_score_not_the_process(long_reference):
+    """#16 item 2a: the poison file. In-process ``pesq`` dies; the isolated call returns."""
+    import io
+    import subprocess
+    import sys
+
+    noisy = add_white_noise(long_reference, 10.0)
+    probe = ("import io, sys, numpy as np, pesq; "
+             "x = np.load(io.BytesIO(sys.stdin.buffer.read())); "
+             "print(pesq.pesq(16000, x[0], x[1], 'wb'))")
+
+    payload = io.BytesIO()
+    np.save(payload, np.stack([long_reference, noisy]))
+    direct = subprocess.run([sys.executable, "-c", probe], input=payload.getvalue(),
+                            capture_output=True, timeout=600)
+    score, reason = pesq_wb_or_reason(long_reference, noisy)  # in this very process
+    if direct.returncode < 0:  # the library crashed: the isolated call must say so
+        assert np.isnan(score)
+        assert reason.startswith("PESQ crashed its worker process (SIG")
+    else:  # the library coped: the same number
+        assert direct.returncode == 0 and reason is None
+        assert score == pytest.approx(float(direct.stdout))
+    # The worker is replaced: the next pair is scored as usual.
+    short = long_reference[: 3 * RATE]
+    assert pesq_wb(short, short) > 4.4
