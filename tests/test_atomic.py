@@ -4,9 +4,11 @@ import errno
 import json
 import math
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -75,18 +77,53 @@ def test_unwritable_folders_are_one_oserror_naming_the_target(tmp_path, monkeypa
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
+def _write_json_as_nobody(path: Path) -> str:
+    """``write_json(path, {})`` in a forked child running as user nobody: its OSError, as
+    ``"errno|message"`` (root itself writes into read-only folders)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, try the write, report, leave without cleanup
+        os.close(read)
+        answer = "none|no error"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            write_json(path, {})
+        except OSError as err:
+            answer = f"{err.errno}|{err}"
+        finally:
+            os.write(write, answer.encode())
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as handle:
+        answer = handle.read()
+    os.waitpid(pid, 0)
+    return answer
+
+
 def test_a_read_only_folder_for_real(tmp_path):
-    folder = tmp_path / "ro"
+    """The kernel refuses the write (EACCES); as root, the write runs as user nobody."""
+    as_root = os.geteuid() == 0
+    # As root, in a folder that nobody can reach (pytest's own folder is private to root).
+    base = Path(tempfile.mkdtemp()) if as_root else tmp_path
+    base.chmod(0o755)
+    folder = base / "ro"
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        with pytest.raises(OSError) as err:
-            write_json(folder / "s.json", {})
-        assert err.value.errno == errno.EACCES and str(folder / "s.json") in str(err.value)
+        if as_root:
+            code, message = _write_json_as_nobody(folder / "s.json").split("|", 1)
+        else:
+            with pytest.raises(OSError) as err:
+                write_json(folder / "s.json", {})
+            code, message = str(err.value.errno), str(err.value)
+        assert int(code) == errno.EACCES and str(folder / "s.json") in message
+        assert "\n" not in message
     finally:
         folder.chmod(0o755)
     assert os.listdir(folder) == []
+    if as_root:
+        shutil.rmtree(base)
 
 
 def test_a_file_where_the_folder_should_be(tmp_path):

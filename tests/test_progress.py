@@ -7,15 +7,13 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections import Counter
 
 import pytest
 import soundfile as sf
 import torch
 
 import speechbrain_mpol.atomic
-from speechbrain_mpol.adapter import MPolAdapter
-from speechbrain_mpol.hooks import attach_hook
+from speechbrain_mpol.presets import build_adapter, load_model_preset
 from speechbrain_mpol.progress import (
     IN_FLIGHT,
     AdaptedState,
@@ -27,56 +25,21 @@ from speechbrain_mpol.progress import (
 
 from .conftest import REPO, build_metricgan_enhancer, metricgan_folder, real_mixture
 
+METRICGAN = load_model_preset("metricgan_plus")
 ADAPTED = ["linear2", "Learnable_sigmoid"]
 
 
-class ResumableMPolAdapter(MPolAdapter):
-    """MPolAdapter with the two methods progress.AdaptedState needs (the lead adds them).
-
-    Only the adapted parameters are saved: every other weight stays the source's (the
-    source pull moves them toward themselves), and the rollback state differs from the
-    source only in the adapted parameters too.
-    """
-
-    def adapted_state(self) -> dict:
-        good = None if self.good_state is self.source_state else {
-            name: self.good_state[name] for name in self.param_names}
-        return {
-            "params": {name: p.detach().clone() for name, p in self.named_params},
-            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
-            "grads": {name: p.grad.detach().clone() for name, p in self.named_params
-                      if p.grad is not None},
-            "pending": self.pending,
-            "counts": dict(self.counts),
-            "good_params": good,
-        }
-
-    def load_adapted_state(self, state: dict) -> None:
-        with torch.no_grad():
-            for name, p in self.named_params:
-                p.copy_(state["params"][name])
-        if self.optimizer is not None and state["optimizer"] is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-        for name, p in self.named_params:
-            p.grad = state["grads"].get(name)
-        self.pending = state["pending"]
-        self.counts = Counter(state["counts"])
-        if state["good_params"] is None:
-            self.good_state = self.source_state
-        else:
-            self.good_state = {**self.source_state, **state["good_params"]}
-
-
 def _adapter(enhancer=None, **options):
+    """The project's MPol adapter (its own adapted_state / load_adapted_state) on MetricGAN+."""
     enhancer = enhancer or build_metricgan_enhancer(seed=0)
-    return ResumableMPolAdapter(enhancer, attach_hook(enhancer, "metricgan"), params=ADAPTED,
-                                accumulation=2, **options)
+    return build_adapter(enhancer, METRICGAN, "mpol", adapted_params=ADAPTED, accumulation=2,
+                         **options)
 
 
 @pytest.fixture(scope="module")
-def stream(shared_audio):
+def stream(example_audio):
     """Six real noisy utterances (1 s each, real speech in real noise)."""
-    return [real_mixture(shared_audio, snr=5.0, seconds=1.0, seed=i,
+    return [real_mixture(example_audio, snr=5.0, seconds=1.0, seed=i,
                          noise=f"noise{i % 4 + 1}.wav")[0][None] for i in range(6)]
 
 
@@ -230,7 +193,7 @@ def test_a_batch_that_stopped_the_run_is_counted(tmp_path, manifest):
     assert rerun.begin(["b"]) == 1
 
 
-def test_the_checkpoint_of_metricgan_is_small(tmp_path, shared_audio):
+def test_the_checkpoint_of_metricgan_is_small(tmp_path, example_audio):
     """#16 item 5: adapted parameters + optimizer + gradients, not the whole model."""
     from speechbrain.inference.enhancement import SpectralMaskEnhancement
 
@@ -238,7 +201,7 @@ def test_the_checkpoint_of_metricgan_is_small(tmp_path, shared_audio):
                                                     savedir=str(tmp_path / "mg"))
     adapter = _adapter(enhancer, rollback_threshold=0.5)
     for seed in range(3):  # one update, then one utterance of gradients pending
-        adapter(real_mixture(shared_audio, snr=5.0, seconds=1.0, seed=seed)[0][None])
+        adapter(real_mixture(example_audio, snr=5.0, seconds=1.0, seed=seed)[0][None])
     assert adapter.counts["updates"] == 1 and adapter.pending == 1
     progress = RunProgress()
     for i in range(3):
@@ -248,8 +211,10 @@ def test_the_checkpoint_of_metricgan_is_small(tmp_path, shared_audio):
     (ckpt,) = keeper.list_checkpoints()
     size = sum(p.stat().st_size for p in ckpt.path.iterdir())
 
-    old = io.BytesIO()  # what progress.pt held: the adapter's whole resume_state
-    torch.save({"rows": progress.rows, "adapter": adapter.resume_state()}, old)
+    old = io.BytesIO()  # what progress.pt held: the whole model, and whole again as the
+    state = adapter.model.state_dict()  # guard's last good weights, with the optimizer
+    torch.save({"rows": progress.rows, "model": state, "good": dict(state),
+                "optimizer": adapter.optimizer.state_dict()}, old)
     model = sum(v.numel() * v.element_size() for v in adapter.model.state_dict().values())
     adapted = sum(p.numel() * p.element_size() for _, p in adapter.named_params)
     print(f"\nMetricGAN+ ({metricgan_folder().name}): model {model / 1e6:.2f} MB, adapted "
