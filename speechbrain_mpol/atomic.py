@@ -22,6 +22,7 @@ import errno
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +35,10 @@ def _one_line(err: OSError, path: Path) -> OSError:
     if err.errno is None:
         return OSError(f"{path}: {err}")
     return OSError(err.errno, err.strerror or os.strerror(err.errno), str(path))
+
+
+#: Names of the temporary files of :func:`atomic_path`: ``.<name>.<8 hex digits>.tmp``.
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
 
 
 def _create_beside(path: Path) -> str:
@@ -106,6 +111,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         if isinstance(err, OSError):
             raise _one_line(err, path) from None
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that a killed process left in ``folder`` (not recursive).
+
+    Only names :func:`atomic_path` makes (``.<name>.<8 hex digits>.tmp``) are touched. Call
+    it where no other process writes at the same time (e.g. when a run starts).
+
+    Returns
+    -------
+    list of Path
+        The files deleted.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / ".a.wav.0123abcd.tmp").write_bytes(b"half")
+    >>> _ = (folder / "keep.tmp").write_bytes(b"")
+    >>> [p.name for p in remove_stale_temporaries(folder)], sorted(os.listdir(folder))
+    (['.a.wav.0123abcd.tmp'], ['keep.tmp'])
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        if _TEMPORARY.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

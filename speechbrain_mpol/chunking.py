@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,6 +58,7 @@ import soundfile as sf
 import torch
 
 from speechbrain_mpol.atomic import atomic_path
+from speechbrain_mpol.audio import DEFAULT_SUBTYPE
 
 EnhanceFn = Callable[[torch.Tensor], torch.Tensor]
 RESCALE_MODES = ("noisy", None)
@@ -315,6 +317,16 @@ def iter_chunks(
             yield Chunk(start, torch.from_numpy(np.ascontiguousarray(block)), i == len(starts) - 1)
 
 
+@contextmanager
+def _reporting_write_errors(path: Path) -> Iterator[None]:
+    """libsndfile reports a failed write (a full disk) as ``LibsndfileError``, with no errno:
+    raise it as one ``OSError`` naming ``path``."""
+    try:
+        yield
+    except sf.LibsndfileError as err:
+        raise OSError(f"cannot write ({err})") from None  # atomic_path names the file
+
+
 def enhance_file_chunked(
     enhance_fn: EnhanceFn,
     in_path: str | os.PathLike,
@@ -323,14 +335,15 @@ def enhance_file_chunked(
     overlap_seconds: float = 1.0,
     sample_rate: int = 16000,
     rescale: str | None = "noisy",
-    subtype: str = "PCM_16",
+    subtype: str = DEFAULT_SUBTYPE,
 ) -> Path:
     """Stream a file through ``enhance_fn``: read, enhance, cross-fade, write, chunk by chunk.
 
     The output goes to a temporary file next to ``out_path`` (``SoundFile(mode="w")``), renamed
     onto ``out_path`` only when complete; on any error the temporary file is removed. Peak
     memory is a few chunks' worth whatever the file's length. Samples are clipped to [-1, 1)
-    for integer subtypes, as in :func:`speechbrain_mpol.audio.write_audio`.
+    for integer subtypes, as in :func:`speechbrain_mpol.audio.write_audio`. A write that
+    fails (a full disk) is one ``OSError`` naming ``out_path``; no temporary file is left.
 
     Arguments
     ---------
@@ -341,7 +354,8 @@ def enhance_file_chunked(
     chunk_seconds, overlap_seconds, sample_rate, rescale
         As in :func:`enhance_chunked` (same output, sample for sample, up to quantization).
     subtype : str
-        SoundFile subtype of the output (``"PCM_16"``, ``"FLOAT"``, ...).
+        SoundFile subtype of the output: ``"FLOAT"`` (default, as
+        :func:`~speechbrain_mpol.audio.write_audio`), ``"PCM_24"``, ``"PCM_16"``, ...
 
     Returns
     -------
@@ -362,8 +376,8 @@ def enhance_file_chunked(
     out_path = Path(out_path)
     overlap = _samples(overlap_seconds, sample_rate)
     fader = CrossFader(overlap, rescale)
-    clip = not subtype.upper().startswith(("FLOAT", "DOUBLE"))
-    with atomic_path(out_path) as tmp, sf.SoundFile(
+    bits = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 32}.get(subtype.upper())
+    with atomic_path(out_path) as tmp, _reporting_write_errors(out_path), sf.SoundFile(
         tmp, mode="w", samplerate=sample_rate, channels=1, subtype=subtype, format="WAV"
     ) as sink:
         for chunk in iter_chunks(in_path, chunk_seconds, overlap_seconds, sample_rate):
@@ -376,8 +390,8 @@ def enhance_file_chunked(
             done = done.detach().cpu().float().numpy()
             if not np.isfinite(done).all():
                 raise ValueError(f"{in_path}: enhance_fn returned non-finite samples")
-            if clip:
-                done = np.clip(done, -1.0, 1.0 - 1.0 / 32768)
+            if bits:  # libsndfile wraps out-of-range samples around; clip them instead
+                done = np.clip(done.astype(np.float64), -1.0, 1.0 - 2.0 ** (1 - bits))
             sink.write(done)
     return out_path
 

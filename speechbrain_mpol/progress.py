@@ -200,6 +200,24 @@ def run_key(
     }
 
 
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level, keys joined by dots (``method.lr``), so that a difference
+    names the setting, not the whole group.
+
+    Example
+    -------
+    >>> _flatten({"method": {"lr": 0.001, "mode": "episodic"}, "seed": 1})
+    {'method.lr': 0.001, 'method.mode': 'episodic', 'seed': 1}
+    """
+    flat: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
 def _differences(saved: Mapping[str, Any], key: Mapping[str, Any]) -> str:
     """What differs between two run keys, in words."""
     parts = []
@@ -207,8 +225,8 @@ def _differences(saved: Mapping[str, Any], key: Mapping[str, Any]) -> str:
         parts.append(f"the manifest differs ({saved.get('rows')} rows then, {key['rows']} now, "
                      "or other files, sizes or modification times)")
     if saved.get("settings") != key["settings"]:
-        then = json.loads(saved.get("settings_values", "{}"))
-        now = json.loads(key["settings_values"])
+        then = _flatten(json.loads(saved.get("settings_values", "{}")))
+        now = _flatten(json.loads(key["settings_values"]))
         changed = [f"{name} {then.get(name)!r} -> {now.get(name)!r}"
                    for name in sorted(set(then) | set(now)) if then.get(name) != now.get(name)]
         parts.append("settings differ (" + "; ".join(changed) + ")")
@@ -219,15 +237,16 @@ def _differences(saved: Mapping[str, Any], key: Mapping[str, Any]) -> str:
 class RunProgress:
     """What a run has finished: result rows, failed files, counters, the stream position.
 
-    A recoverable for a ``Checkpointer`` (saved as JSON). The position is the number of
-    utterances consumed from the (deterministic) stream; a resumed run skips
-    :attr:`finished_ids`.
+    A recoverable for a ``Checkpointer`` (saved as JSON). Every utterance consumed from the
+    (deterministic) stream has a row, failed ones too (with their problem); the position is
+    the number of rows, and a resumed run skips :attr:`finished_ids`.
 
     Example
     -------
     >>> progress = RunProgress()
     >>> progress.add({"ID": "a", "pesq": 2.0}, seconds=1.5)
-    >>> progress.fail("b", "/data/b.wav", "PESQ crashed")
+    >>> progress.add({"ID": "b", "problem": "PESQ crashed"})
+    >>> progress.fail("b", "/data/b.wav", "PESQ crashed", stage="scoring")
     >>> progress.position, sorted(progress.finished_ids), progress.audio_seconds
     (2, ['a', 'b'], 1.5)
     """
@@ -241,7 +260,7 @@ class RunProgress:
     @property
     def position(self) -> int:
         """Utterances consumed so far (finished or failed)."""
-        return len(self.rows) + len(self.failed)
+        return len(self.rows)
 
     @property
     def finished_ids(self) -> set[str]:
@@ -249,13 +268,17 @@ class RunProgress:
         return {row["ID"] for row in self.rows} | {item["ID"] for item in self.failed}
 
     def add(self, row: dict[str, Any], seconds: float = 0.0) -> None:
-        """Record one finished utterance (``row`` has an ``ID``) of ``seconds`` of audio."""
+        """Record one consumed utterance (``row`` has an ``ID``) of ``seconds`` of audio."""
         self.rows.append(row)
         self.audio_seconds += float(seconds)
 
-    def fail(self, uid: str, file: str, problem: str) -> None:
-        """Record an utterance that failed (reported in the summary, never retried)."""
-        self.failed.append({"ID": uid, "file": str(file), "problem": problem})
+    def fail(self, uid: str, file: str, problem: str, stage: str = "enhancement") -> None:
+        """Report an utterance as failed (in the summary; never retried).
+
+        ``stage`` is ``"enhancement"`` (nothing was delivered) or ``"scoring"`` (the file was
+        delivered, a score is missing).
+        """
+        self.failed.append({"ID": uid, "file": str(file), "problem": problem, "stage": stage})
 
     @mark_as_saver
     def save(self, path: str | os.PathLike) -> None:
@@ -471,6 +494,11 @@ class ProgressCheckpointer(Checkpointer):
         self._remove_partial()
         self.save_and_keep_only(meta={"run": self.key}, num_to_keep=1,
                                 importance_keys=[], verbosity=logging.DEBUG)
+        (self.checkpoints_dir / IN_FLIGHT).unlink(missing_ok=True)
+
+    def end_batch(self) -> None:
+        """The batch started by :meth:`begin` stopped in Python (a full disk, Ctrl-C): it did
+        not stop the process, so a rerun does not count it as a start that did."""
         (self.checkpoints_dir / IN_FLIGHT).unlink(missing_ok=True)
 
     def finish(self) -> None:
