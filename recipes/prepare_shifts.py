@@ -379,8 +379,8 @@ def _write_pair(folder: Path, uid: str, mix: Mixture) -> list:
     """Write one pair; returns its manifest row (required columns, then parameters)."""
     noisy_path = (folder / "noisy" / f"{uid}.wav").resolve()
     clean_path = (folder / "clean" / f"{uid}.wav").resolve()
-    write_audio(noisy_path, mix.noisy, SAMPLE_RATE)
-    write_audio(clean_path, mix.clean, SAMPLE_RATE)
+    write_audio(noisy_path, mix.noisy, SAMPLE_RATE, subtype="PCM_16")
+    write_audio(clean_path, mix.clean, SAMPLE_RATE, subtype="PCM_16")
     params = dict(mix.params)
     params["snr_db"] = f"{params['snr_db']:.4f}"
     return [uid, f"{len(mix.noisy) / SAMPLE_RATE:.4f}", str(noisy_path), str(clean_path),

@@ -68,7 +68,7 @@ def _cached_speech(cache: Path, text: str, voice, tts_seed: int) -> np.ndarray:
     path = cache / f"{voice.name}_{key}.wav"
     if not path.is_file():
         wav = synth_speech(text, voice, SAMPLE_RATE, np.random.default_rng(tts_seed))
-        write_audio(path, wav, SAMPLE_RATE)
+        write_audio(path, wav, SAMPLE_RATE, subtype="PCM_16")
     # Always use the stored 16-bit version, so a rebuild from the cache gives identical files.
     data, _ = sf.read(str(path), dtype="float32")
     return data.astype(np.float64)
@@ -106,8 +106,8 @@ def _make_utterance(job: tuple) -> tuple[list, list]:
     uid = f"{split}_{index:05d}_{voice.name}_{kind}"
     noisy_path = (folder / split / "noisy" / f"{uid}.wav").resolve()
     clean_path = (folder / split / "clean" / f"{uid}.wav").resolve()
-    write_audio(noisy_path, noisy, SAMPLE_RATE)
-    write_audio(clean_path, clean, SAMPLE_RATE)
+    write_audio(noisy_path, noisy, SAMPLE_RATE, subtype="PCM_16")
+    write_audio(clean_path, clean, SAMPLE_RATE, subtype="PCM_16")
     row = [uid, f"{len(noisy) / SAMPLE_RATE:.4f}", str(noisy_path), str(clean_path)]
     meta = [uid, voice.name, kind, f"{snr:.2f}", f"{level:.2f}", " ".join(texts)]
     return row, meta

@@ -490,8 +490,8 @@ def build_set(
         uid = f"{split}_{shift}_{index:03d}_{speech_file.name}"
         noisy_path = (folder / "noisy" / f"{uid}.wav").resolve()
         clean_path = (folder / "clean" / f"{uid}.wav").resolve()
-        write_audio(noisy_path, mix.noisy, SAMPLE_RATE)
-        write_audio(clean_path, mix.clean, SAMPLE_RATE)
+        write_audio(noisy_path, mix.noisy, SAMPLE_RATE, subtype="PCM_16")
+        write_audio(clean_path, mix.clean, SAMPLE_RATE, subtype="PCM_16")
         rows.append([uid, f"{len(mix.noisy) / SAMPLE_RATE:.4f}", str(noisy_path),
                      str(clean_path), *(mix.params[k] for k in PARAM_HEADER)])
     return write_rows(folder / f"{split}_{shift}.csv", rows, MANIFEST_HEADER + PARAM_HEADER)
