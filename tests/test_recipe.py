@@ -121,15 +121,14 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path, example_audio):
 
 
 def test_output_path_equal_to_input_is_refused(tmp_path, example_audio):
-    metricgan_folder()
     enhanced = tmp_path / "out" / "enhanced"
     enhanced.mkdir(parents=True)
     noisy, _ = real_mixture(example_audio, seconds=1.0)
     sf.write(enhanced / "x.wav", noisy.numpy(), 16000)
     before = (enhanced / "x.wav").read_bytes()
-    summary = run_recipe(tmp_path, f"--data_folder={enhanced}")
-    assert summary["utterances"] == 0
-    assert "refusing to overwrite an input" in summary["skipped"][0]["problem"]
+    with pytest.raises(SystemExit, match=r"\(ID 'x'\): its output .*x.wav is the noisy_wav of "
+                                         r"ID 'x'; refusing to overwrite an input"):
+        run_recipe(tmp_path, f"--data_folder={enhanced}")
     assert (enhanced / "x.wav").read_bytes() == before
 
 

@@ -1,5 +1,6 @@
 """A killed continual run, restarted with the same command, gives the uninterrupted results."""
 
+import json
 import os
 import signal
 import socket
@@ -9,7 +10,6 @@ import time
 
 import numpy as np
 import soundfile as sf
-import torch
 
 from .conftest import REPO, SHARED, metricgan_folder, real_mixture
 
@@ -31,6 +31,18 @@ def _command(data, out):
             "--plots=False", "--model=metricgan_source"]
 
 
+def _saved_rows(out) -> int:
+    """Rows in the newest complete checkpoint of ``out`` (0 if none yet)."""
+    rows = 0
+    for meta in (out / "checkpoints").glob("CKPT+*/CKPT.yaml"):
+        try:
+            progress = json.loads((meta.parent / "progress.ckpt").read_text())
+        except (OSError, ValueError):  # replaced by a newer one while being read
+            continue
+        rows = max(rows, len(progress["rows"]))
+    return rows
+
+
 def _results(out):
     with open(out / "results.csv") as handle:
         return handle.read()
@@ -47,21 +59,19 @@ def test_killed_run_resumes_to_identical_results(tmp_path, example_audio):
     part = tmp_path / "part"
     proc = subprocess.Popen(_command(data, part), cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    progress = part / "progress.pt"
     deadline = time.time() + 300
-    while time.time() < deadline:
-        if progress.is_file() and len(torch.load(progress, weights_only=True)["rows"]) >= 3:
-            break
+    while time.time() < deadline and _saved_rows(part) < 3:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = len(torch.load(progress, weights_only=True)["rows"])
+    done = _saved_rows(part)
     assert 3 <= done < 8, "the run must be killed midway"
-    assert not list(part.rglob("*.tmp")), "no half-written file may remain"
 
     subprocess.run(_command(data, part), check=True, cwd=REPO, env=env, capture_output=True)
     assert _results(part) == _results(full)
-    assert not progress.exists()
+    # Complete: no checkpoint is left, only the key of the finished run.
+    assert sorted(p.name for p in (part / "checkpoints").iterdir()) == ["finished.json"]
+    assert not list(part.rglob("*.tmp")), "no half-written file may remain"
     for name in sorted(p.name for p in (full / "enhanced").iterdir()):
         a = sf.read(full / "enhanced" / name)[0]
         b = sf.read(part / "enhanced" / name)[0]
