@@ -26,14 +26,13 @@ from speechbrain_mpol.progress import (
 from .conftest import REPO, build_metricgan_enhancer, metricgan_folder, real_mixture
 
 METRICGAN = load_model_preset("metricgan_plus")
-ADAPTED = ["linear2", "Learnable_sigmoid"]
+ADAPTED = METRICGAN["adapted_params"]
 
 
 def _adapter(enhancer=None, **options):
     """The project's MPol adapter (its own adapted_state / load_adapted_state) on MetricGAN+."""
     enhancer = enhancer or build_metricgan_enhancer(seed=0)
-    return build_adapter(enhancer, METRICGAN, "mpol", adapted_params=ADAPTED, accumulation=2,
-                         **options)
+    return build_adapter(enhancer, METRICGAN, "mpol", accumulation=2, **options)
 
 
 @pytest.fixture(scope="module")
