@@ -436,12 +436,17 @@ def result_fields(rows: list[dict]) -> list[str]:
 
 
 def format_summary(summary: dict) -> str:
-    """A short plain-text table of the summary."""
+    """A short plain-text table of the summary (undefined values as ``nan``)."""
+
+    def number(value) -> float:
+        return math.nan if value is None else value
+
     headline = summary.get("model", {}).get("headline", f"model: {summary.get('model_source')}")
+    rtf = summary["real_time_factor"]
     lines = [
         headline,
         f"{summary['utterances']} utterances, {summary['audio_seconds']} s of audio, "
-        f"RTF {summary['real_time_factor']}",
+        f"RTF {'n/a' if rtf is None else rtf}",
         f"{'system':<10}" + "".join(f"{m:>10}" for m in METRICS),
     ]
     for system in ("noisy", "source", "adapted"):
@@ -452,10 +457,14 @@ def format_summary(summary: dict) -> str:
             )
     if "adapted_minus_source" in summary:
         d = summary["adapted_minus_source"]
-        lines.append(f"{'delta':<10}" + "".join(f"{d[m]['mean']:>+10.3f}" for m in METRICS))
+        lines.append(f"{'delta':<10}"
+                     + "".join(f"{number(d[m]['mean']):>+10.3f}" for m in METRICS))
     if summary["skipped"]:
         lines.append(f"skipped {len(summary['skipped'])} file(s):")
         lines.extend(f"  {s['file']}: {s['problem']}" for s in summary["skipped"])
+    if summary.get("failed"):
+        lines.append(f"failed {len(summary['failed'])} file(s) (see results.csv, 'problem'):")
+        lines.extend(f"  {f['file']}: {f['problem']}" for f in summary["failed"])
     if summary.get("model", {}).get("fallback"):
         lines.append(headline)  # said again last: these are not the requested model's results
     return "\n".join(lines)

@@ -212,7 +212,8 @@ def test_the_checkpoint_of_metricgan_is_small(tmp_path, example_audio):
 
     old = io.BytesIO()  # what progress.pt held: the whole model, and whole again as the
     state = adapter.model.state_dict()  # guard's last good weights, with the optimizer
-    torch.save({"rows": progress.rows, "model": state, "good": dict(state),
+    torch.save({"rows": progress.rows, "model": state,
+                "good": {name: value.clone() for name, value in state.items()},
                 "optimizer": adapter.optimizer.state_dict()}, old)
     model = sum(v.numel() * v.element_size() for v in adapter.model.state_dict().values())
     adapted = sum(p.numel() * p.element_size() for _, p in adapter.named_params)
