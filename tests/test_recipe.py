@@ -135,5 +135,5 @@ def test_output_path_equal_to_input_is_refused(tmp_path, example_audio):
 
 def test_missing_model_stops_with_a_helpful_message(tmp_path, example_audio):
     with pytest.raises(SystemExit, match="No pretrained enhancer could be loaded"):
-        run_recipe(tmp_path, "--model=metricgan_source",
+        run_recipe(tmp_path, "--model=metricgan_libri",
                    "--model_source=speechbrain/not-a-model")
