@@ -191,6 +191,40 @@ def markdown(table: list[dict], noisy: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(table: list[dict], model: str, unshifted: tuple[str, ...] = (),
+             metric: str = "pesq") -> str:
+    """Markdown: one model's Source per set, and each method's difference to Source, with its
+    mean over the shifted sets (every set not in ``unshifted``) and how many of them improved.
+
+    Example
+    -------
+    >>> t = [{"model": "m", "shift": "noise", "method": "source", "pesq": 1.5},
+    ...      {"model": "m", "shift": "noise", "method": "mpol", "pesq": 1.6, "d_pesq": 0.1}]
+    >>> print(headline(t, "m"))
+    | m | noise | mean of 1 shifted |
+    |---|---|---|
+    | Source | 1.500 | |
+    | mpol | +0.100 | +0.100 (1/1) |
+    <BLANKLINE>
+    """
+    rows = [e for e in table if e["model"] == model]
+    shifts = list(dict.fromkeys(e["shift"] for e in rows))
+    shifted = [s for s in shifts if s not in unshifted]
+    cell = {(e["method"], e["shift"]): e for e in rows}
+    lines = [f"| {model} | " + " | ".join(shifts) + f" | mean of {len(shifted)} shifted |",
+             "|---|" + "---|" * (len(shifts) + 1),
+             "| Source | " + " | ".join(f"{cell[('source', s)][metric]:.3f}"
+                                       if ("source", s) in cell else "" for s in shifts) + " | |"]
+    for method in dict.fromkeys(e["method"] for e in rows if e["method"] != "source"):
+        deltas = {s: cell[(method, s)].get(f"d_{metric}", math.nan) for s in shifts
+                  if (method, s) in cell}
+        gains = [deltas[s] for s in shifted if s in deltas]
+        mean = f"{np.mean(gains):+.3f} ({sum(g > 0 for g in gains)}/{len(gains)})"
+        lines.append(f"| {method} | " + " | ".join(f"{deltas[s]:+.3f}" if s in deltas else ""
+                                                   for s in shifts) + f" | {mean} |")
+    return "\n".join(lines) + "\n"
+
+
 def gap_closure(table: list[dict], model: str, reference: str, metric: str = "pesq") -> str:
     """Markdown: share of the gap between ``model``'s Source and ``reference``'s Source that
     each method of ``model`` closes, per shift: (method - source) / (reference - source)."""
@@ -380,7 +414,8 @@ def run_benchmark(hparams: dict, run_opts: dict) -> list[dict]:
     write_rows(out / "summary.csv", table)
     write_rows(out / "diagnostics.csv", diagnostics)
     write_rows(out / "cost.csv", costs)
-    text = markdown(table, noisy_means)
+    text = "".join(headline(table, m, tuple(hparams.get("unshifted", ()))) + "\n"
+                   for m in hparams["models"]) + markdown(table, noisy_means)
     for model, reference in (hparams.get("gap_references") or {}).items():
         if model in hparams["models"] and reference in hparams["models"]:
             text += "\n" + gap_closure(table, model, reference)
