@@ -109,7 +109,7 @@ def run_method(adapter, stream: str | os.PathLike, out_dir: str | os.PathLike, h
         "output_folder": str(out_dir), "sample_rate": hparams["sample_rate"],
         "compare_to_source": False, "score_noisy": False, "write_audio": False, "plots": False,
         "resume": False, "report": False, "composite": hparams.get("composite", True),
-        "report_objective": hparams["report_objective"],
+        "report_objective": hparams.get("report_objective"),
     }
     brain = MPolBrain(modules={"adapter": adapter}, hparams=brain_hparams,
                       run_opts={"device": "cpu"})

@@ -241,7 +241,7 @@ def evaluate_export(export_folder: str | Path, test_csv: str | Path, output_fold
     """Score the noisy input and the exported model on a fixed test set.
 
     The export is loaded with ``interface.from_hparams`` (like a hub model) and run one
-    utterance at a time through :func:`speechbrain_mpol.hooks.run_enhancer`.
+    utterance at a time through :func:`speechbrain_mpol.inference.run_enhancer`.
 
     Returns
     -------
@@ -249,7 +249,7 @@ def evaluate_export(export_folder: str | Path, test_csv: str | Path, output_fold
         ``{"noisy": {...}, "model": {...}, "n": N}``: means of PESQ-WB, STOI, SI-SDR; also
         written to ``<output_folder>/test_scores.json`` (per utterance: ``test_scores.csv``).
     """
-    from speechbrain_mpol.hooks import run_enhancer
+    from speechbrain_mpol.inference import run_enhancer
 
     with tempfile.TemporaryDirectory() as savedir:
         model = interface.from_hparams(source=str(Path(export_folder).resolve()),

@@ -204,3 +204,18 @@ def real_gtcrn(gtcrn_folders):
     from speechbrain_mpol.models.interfaces import GTCRNEnhancement
 
     return GTCRNEnhancement.from_hparams(source=str(gtcrn_folders["gtcrn_vctk"]))
+
+
+def schedule_counts(model: str, n: int, method: str = "mpol_default") -> dict[str, int]:
+    """The adaptation passes and updates a method's schedule implies for n utterances.
+
+    Read from the presets, so the tests follow a change of a dev-chosen default.
+    In continual mode an accumulated step may be refused by the rollback guard: the updates
+    and rollbacks together are then what the schedule implies.
+    """
+    from speechbrain_mpol.presets import load_method, load_model_preset
+
+    options = load_method(method, load_model_preset(model))
+    if options["mode"] == "episodic":
+        return {"backward": options["steps"] * n, "steps": options["steps"] * n}
+    return {"backward": n, "steps": n // options["accumulation"]}
