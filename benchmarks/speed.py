@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed passes over the audio per configuration (fastest kept)")
-    parser.add_argument("--models", default="metricgan_source,sepformer_source,gtcrn_vctk",
+    parser.add_argument("--models", default="metricgan_libri,sepformer_libri,gtcrn_vctk",
                         help="presets of hparams/models/; the first also runs the long files")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--long_minutes", default="1,30")

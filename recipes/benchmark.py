@@ -3,10 +3,10 @@
 
 Usage::
 
-    python recipes/prepare_shifts.py                 # the shifted dev and test sets, once
+    python recipes/prepare_benchmark.py              # the shifted dev and test sets, once
     python recipes/benchmark.py hparams/benchmark.yaml
     python recipes/benchmark.py hparams/benchmark.yaml --max_per_shift=4 \
-        --methods=[source,mpol_default]
+        --methods=[source,mpol_default] --models=[gtcrn_vctk]
 
 What is run and written: ``speechbrain_mpol/benchmark.py``. Configurations are chosen on the
 dev split (``recipes/sweep.py``); the test split is for reporting.

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from speechbrain_mpol.gate import ShiftGate, source_scores
 from speechbrain_mpol.hooks import MaskHook, MaskView
 from speechbrain_mpol.inference import enhance, is_chunked, run_enhancer
 from speechbrain_mpol.rollback import RollbackGuard
@@ -151,6 +152,10 @@ class Adapter(nn.Module):
         adaptation always uses the crop.
     rollback_threshold : float or None
         Continual-mode guard (:class:`~speechbrain_mpol.rollback.RollbackGuard`); None: off.
+    gate_threshold : float or None
+        Shift gate (:class:`~speechbrain_mpol.gate.ShiftGate`): an utterance is adapted on only
+        when the objective under the source weights exceeds this calibrated in-domain level;
+        otherwise it is enhanced without adaptation (episodic: by the source weights). None: off.
 
     Example
     -------
@@ -192,6 +197,7 @@ class Adapter(nn.Module):
         sample_rate: int = 16000,
         chunk_seconds: float | None = 30.0,
         rollback_threshold: float | None = None,
+        gate_threshold: float | None = None,
     ):
         super().__init__()
         if mode not in ("continual", "episodic"):
@@ -215,6 +221,7 @@ class Adapter(nn.Module):
         self.param_names = [name for name, _ in self.named_params]
         self.source_state = copy.deepcopy(self.model.state_dict())
         self.guard = None if rollback_threshold is None else RollbackGuard(rollback_threshold)
+        self.gate = None if gate_threshold is None else ShiftGate(gate_threshold)
         self.optimizer = self._new_optimizer()
         self.pending = 0  # utterances accumulated since the last update
         self.counts: Counter = Counter()
@@ -226,6 +233,12 @@ class Adapter(nn.Module):
         if lengths is None:
             lengths = torch.ones(wavs.shape[0], device=wavs.device)
         if self.optimizer is None:
+            return self.predict(wavs, lengths)
+        if self.gate is not None and not self.gate.opens(source_scores(self, wavs, lengths)).any():
+            self.counts["forward"] += 1
+            self.counts["gated"] += wavs.shape[0]
+            if self.mode == "episodic":
+                self.reset()
             return self.predict(wavs, lengths)
         if self.mode == "episodic":
             self.reset()

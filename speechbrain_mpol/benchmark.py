@@ -20,6 +20,8 @@ CSIG/CBAK/COVL). :func:`run_benchmark` writes to ``output_folder``:
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
 import math
 import os
@@ -31,6 +33,7 @@ import torch
 from speechbrain_mpol.audio import read_audio
 from speechbrain_mpol.brain import MPolBrain
 from speechbrain_mpol.diagnostics import mask_statistics, mask_values
+from speechbrain_mpol.gate import source_scores
 from speechbrain_mpol.manifest import write_rows
 from speechbrain_mpol.metrics import evaluate_pair, paired_bootstrap_ci
 from speechbrain_mpol.pipeline import build_dataset
@@ -106,7 +109,7 @@ def run_method(adapter, stream: str | os.PathLike, out_dir: str | os.PathLike, h
         "output_folder": str(out_dir), "sample_rate": hparams["sample_rate"],
         "compare_to_source": False, "score_noisy": False, "write_audio": False, "plots": False,
         "resume": False, "report": False, "composite": hparams.get("composite", True),
-        "report_objective": hparams["report_objective"],
+        "report_objective": hparams.get("report_objective"),
     }
     brain = MPolBrain(modules={"adapter": adapter}, hparams=brain_hparams,
                       run_opts={"device": "cpu"})
@@ -188,6 +191,40 @@ def markdown(table: list[dict], noisy: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(table: list[dict], model: str, unshifted: tuple[str, ...] = (),
+             metric: str = "pesq") -> str:
+    """Markdown: one model's Source per set, and each method's difference to Source, with its
+    mean over the shifted sets (every set not in ``unshifted``) and how many of them improved.
+
+    Example
+    -------
+    >>> t = [{"model": "m", "shift": "noise", "method": "source", "pesq": 1.5},
+    ...      {"model": "m", "shift": "noise", "method": "mpol", "pesq": 1.6, "d_pesq": 0.1}]
+    >>> print(headline(t, "m"))
+    | m | noise | mean of 1 shifted |
+    |---|---|---|
+    | Source | 1.500 | |
+    | mpol | +0.100 | +0.100 (1/1) |
+    <BLANKLINE>
+    """
+    rows = [e for e in table if e["model"] == model]
+    shifts = list(dict.fromkeys(e["shift"] for e in rows))
+    shifted = [s for s in shifts if s not in unshifted]
+    cell = {(e["method"], e["shift"]): e for e in rows}
+    lines = [f"| {model} | " + " | ".join(shifts) + f" | mean of {len(shifted)} shifted |",
+             "|---|" + "---|" * (len(shifts) + 1),
+             "| Source | " + " | ".join(f"{cell[('source', s)][metric]:.3f}"
+                                       if ("source", s) in cell else "" for s in shifts) + " | |"]
+    for method in dict.fromkeys(e["method"] for e in rows if e["method"] != "source"):
+        deltas = {s: cell[(method, s)].get(f"d_{metric}", math.nan) for s in shifts
+                  if (method, s) in cell}
+        gains = [deltas[s] for s in shifted if s in deltas]
+        mean = f"{np.mean(gains):+.3f} ({sum(g > 0 for g in gains)}/{len(gains)})"
+        lines.append(f"| {method} | " + " | ".join(f"{deltas[s]:+.3f}" if s in deltas else ""
+                                                   for s in shifts) + f" | {mean} |")
+    return "\n".join(lines) + "\n"
+
+
 def gap_closure(table: list[dict], model: str, reference: str, metric: str = "pesq") -> str:
     """Markdown: share of the gap between ``model``'s Source and ``reference``'s Source that
     each method of ``model`` closes, per shift: (method - source) / (reference - source)."""
@@ -208,79 +245,177 @@ def gap_closure(table: list[dict], model: str, reference: str, metric: str = "pe
     return "\n".join(lines) + "\n"
 
 
+def run_key(**parts) -> str:
+    """A short fingerprint of what a cached run was made from (plain values only)."""
+    plain = {k: v for k, v in parts.items()}
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """A results CSV with numbers as floats."""
+    def value(text: str):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    with open(path, newline="") as handle:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def cached_run(folder: Path, key: str, run):
+    """``run()`` -> (rows, cost), or what an earlier run with the same key left in ``folder``."""
+    if (folder / "key.json").is_file() and json.loads((folder / "key.json").read_text()) == key:
+        return read_rows(folder / "rows.csv"), json.loads((folder / "cost.json").read_text())
+    rows, cost = run()
+    write_rows(folder / "rows.csv", rows)
+    (folder / "cost.json").write_text(json.dumps(cost))
+    (folder / "key.json").write_text(json.dumps(key))
+    return rows, cost
+
+
+def model_diagnostics(model: dict, shifts: dict, audio: dict, hparams: dict, run_opts: dict):
+    """Per shift: the source mask against the oracle; per utterance: the reporting objective
+    and the gate score (the model's ``mpol_default`` objective) under the source weights; the
+    histograms' values. Returns (diagnostics rows, utterance rows, histograms)."""
+    rate, objective = hparams["sample_rate"], hparams["report_objective"]
+    enhancer = load_enhancer(model, run_opts)
+    hook = model_hook(enhancer, model)
+    diagnostics, histograms = [], {}
+    for shift, items in shifts.items():
+        diag = [mask_statistics(enhancer, hook, *audio[item["ID"]], objective.noise_frames)
+                for item in items]
+        stats = {k: float(np.mean([d["stats"][k] for d in diag])) for k in diag[0]["stats"]}
+        diagnostics.append({"model": model["name"], "shift": shift, **stats})
+        histograms[shift] = dict(diag[0]["values"])
+    source = load_method("source", model, sample_rate=rate)["adapter"](enhancer=enhancer,
+                                                                       hook=hook)
+    default = load_method("mpol_default", model, sample_rate=rate)["adapter"](
+        enhancer=enhancer, hook=hook)
+    ones = torch.ones(1)
+    utterances = []
+    for i, (noisy, _) in audio.items():
+        w1 = float(source.measure(noisy[None], ones, objective)["w1"][0])
+        gate = float(source_scores(default, noisy[None], ones)[0])
+        utterances.append({"ID": i, "w1_source": w1, "gate_score": gate})
+    return diagnostics, utterances, histograms
+
+
+def benchmark_model(model_name: str, shifts: dict, audio: dict, stream: dict, hparams: dict,
+                    run_opts: dict) -> tuple[list, list, list]:
+    """Every method of one model over the stream (cached runs reused); rows, diagnostics, cost.
+
+    ``stream`` holds the stream manifest (``csv``), its fingerprint (``key``) and each
+    utterance's shift (``shift_of``).
+    """
+    out, rate = Path(hparams["output_folder"]), hparams["sample_rate"]
+    stream_csv, stream_key, shift_of = stream["csv"], stream["key"], stream["shift_of"]
+    rows, diagnostics, costs = [], [], []
+    model = load_model_preset(model_name, hparams.get("shared_folder"))
+    found = {}
+
+    def diagnose(model=model):
+        diag, utterances, histograms = model_diagnostics(model, shifts, audio, hparams,
+                                                         run_opts)
+        found["histograms"] = histograms
+        return utterances, {"diagnostics": diag}
+
+    per_utterance, extra = cached_run(
+        out / "runs" / model_name / "_source_diagnostics",
+        run_key(stream=stream_key, model=model_name, source=str(model["model_source"]),
+                default={k: v for k, v in load_method("mpol_default", model).items()
+                         if k not in ("adapter", "name")}),
+        diagnose)
+    diagnostics.extend(extra["diagnostics"])
+    before = {r["ID"]: r for r in per_utterance}
+    allowed = (hparams.get("model_methods") or {}).get(model_name, hparams["methods"])
+    for method in [m for m in hparams["methods"] if m in allowed]:
+        options = {k: v for k, v in load_method(method, model, sample_rate=rate).items()
+                   if k not in ("adapter", "name")}
+        folder = out / "runs" / model_name / method
+
+        def run(method=method, folder=folder):
+            enhancer = load_enhancer(model, run_opts)
+            hook = model_hook(enhancer, model)
+            adapter = load_method(method, model, sample_rate=rate)["adapter"](
+                enhancer=enhancer, hook=hook)
+            method_rows, cost = run_method(adapter, stream_csv, folder / "brain", hparams)
+            if method in hparams.get("histogram_methods", []) and "histograms" in found:
+                for shift, items in shifts.items():
+                    found["histograms"][shift][f"adapted mask ({method})"] = mask_values(
+                        enhancer, hook, audio[items[0]["ID"]][0])
+            return method_rows, cost
+
+        try:
+            method_rows, cost = cached_run(
+                folder, run_key(stream=stream_key, source=str(model["model_source"]),
+                                method=method, options=options,
+                                composite=hparams.get("composite", True)), run)
+        except ValueError as err:  # e.g. BN statistics on a model without BatchNorm
+            logger.warning("%s / %s: not applicable (%s)", model_name, method, err)
+            continue
+        for r in method_rows:
+            r.update({"model": model_name, "shift": shift_of[r["ID"]], "method": method,
+                      "w1_source": before[r["ID"]]["w1_source"],
+                      "gate_score": before[r["ID"]]["gate_score"],
+                      "w1_after": r.pop("objective_after_w1", math.nan)})
+            r.pop("objective_after_sign", None)
+        rows.extend(method_rows)
+        costs.append({"model": model_name, "method": method, **cost})
+        logger.info("%s / %s: PESQ %.3f", model_name, method,
+                    np.nanmean([r["pesq"] for r in method_rows]))
+    if hparams.get("plots", True) and "histograms" in found:
+        from speechbrain_mpol.plots import plot_mask_histograms
+
+        for shift, values in found["histograms"].items():
+            plot_mask_histograms(values, out / f"fig_{model_name}_{shift}_hist.png",
+                                 f"{model_name}, {shift}: {shifts[shift][0]['ID']}")
+    return rows, diagnostics, costs
+
+
 def run_benchmark(hparams: dict, run_opts: dict) -> list[dict]:
-    """Run every model x method of ``hparams`` (``hparams/benchmark.yaml``); returns the table."""
+    """Run every model x method of ``hparams`` (``hparams/benchmark.yaml``); returns the table.
+
+    Each model x method run is kept in ``runs/<model>/<method>/`` with a fingerprint of the
+    stream and the method's options: a rerun (after an interruption, or with more methods)
+    reuses the runs whose fingerprint matches and computes only the others.
+    """
     out = Path(hparams["output_folder"])
     rate = hparams["sample_rate"]
-    objective = hparams["report_objective"]
     manifests = shift_manifests(hparams["shifts_folder"], hparams["split"], hparams["shifts"])
     shifts = read_shifts(manifests, hparams.get("max_per_shift"))
     stream_csv = out / "stream.csv"
     stream = write_stream(shifts, stream_csv, hparams.get("stream_seed", 0))
+    stream_key = hashlib.sha256(stream_csv.read_bytes()).hexdigest()
     shift_of = {row["ID"]: row["shift"] for row in stream}
     audio = {row["ID"]: (read_audio(row["noisy_wav"], rate),
                          read_audio(row["clean_wav"], rate, allow_silent=True)) for row in stream}
-    rows, diagnostics, costs, noisy_means = [], [], [], {}
-    for model_name in hparams["models"]:
-        model = load_model_preset(model_name, hparams.get("shared_folder"))
-        enhancer = load_enhancer(model, run_opts)
-        hook = model_hook(enhancer, model)
-        histograms = {}
-        for shift, items in shifts.items():
-            pairs = [audio[item["ID"]] for item in items]
-            noisy_scores = [evaluate_pair(clean.numpy(), noisy.numpy(), rate, False)
-                            for noisy, clean in pairs]
-            noisy_means[(model_name, shift)] = {
-                k: float(np.nanmean([s[k] for s in noisy_scores])) for k in METRICS[:4]
-            }
-            diag = [mask_statistics(enhancer, hook, *pair, objective.noise_frames)
-                    for pair in pairs]
-            stats = {k: float(np.mean([d["stats"][k] for d in diag])) for k in diag[0]["stats"]}
-            diagnostics.append({"model": model_name, "shift": shift, **stats})
-            histograms[shift] = dict(diag[0]["values"])
-        source = load_method("source", model, sample_rate=rate)["adapter"](enhancer=enhancer,
-                                                                           hook=hook)
-        ones = torch.ones(1)
-        source_w1 = {i: float(source.measure(noisy[None], ones, objective)["w1"][0])
-                     for i, (noisy, _) in audio.items()}
-        allowed = (hparams.get("model_methods") or {}).get(model_name, hparams["methods"])
-        for method in [m for m in hparams["methods"] if m in allowed]:
-            enhancer = load_enhancer(model, run_opts)
-            hook = model_hook(enhancer, model)
-            try:
-                adapter = load_method(method, model, sample_rate=rate)["adapter"](
-                    enhancer=enhancer, hook=hook)
-            except ValueError as err:  # e.g. BN statistics on a model without BatchNorm
-                logger.warning("%s / %s: not applicable (%s)", model_name, method, err)
-                continue
-            method_rows, cost = run_method(adapter, stream_csv,
-                                           out / "runs" / model_name / method, hparams)
-            for r in method_rows:
-                r.update({"model": model_name, "shift": shift_of[r["ID"]], "method": method,
-                          "w1_source": source_w1[r["ID"]],
-                          "w1_after": r.pop("objective_after_w1", math.nan)})
-                r.pop("objective_after_sign", None)
-            rows.extend(method_rows)
-            costs.append({"model": model_name, "method": method, **cost})
-            if method in hparams.get("histogram_methods", []):
-                for shift, items in shifts.items():
-                    histograms[shift][f"adapted mask ({method})"] = mask_values(
-                        enhancer, hook, audio[items[0]["ID"]][0])
-            logger.info("%s / %s: PESQ %.3f", model_name, method,
-                        np.nanmean([r["pesq"] for r in method_rows]))
-            write_rows(out / "benchmark.csv", rows)  # progress survives an interruption
-        if hparams.get("plots", True):
-            from speechbrain_mpol.plots import plot_mask_histograms
 
-            for shift, values in histograms.items():
-                plot_mask_histograms(values, out / f"fig_{model_name}_{shift}_hist.png",
-                                     f"{model_name}, {shift}: {shifts[shift][0]['ID']}")
+    def noisy_scores():
+        rows = [{"ID": i, **evaluate_pair(clean.numpy(), noisy.numpy(), rate, False)}
+                for i, (noisy, clean) in audio.items()]
+        return rows, {}
+
+    noisy_rows, _ = cached_run(out / "runs" / "noisy", stream_key, noisy_scores)
+    noisy_means = {shift: {k: float(np.nanmean([r[k] for r in noisy_rows
+                                                if shift_of[r["ID"]] == shift]))
+                           for k in METRICS[:4]} for shift in shifts}
+    rows, diagnostics, costs = [], [], []
+    for model_name in hparams["models"]:
+        found = benchmark_model(model_name, shifts, audio,
+                                {"csv": stream_csv, "key": stream_key, "shift_of": shift_of},
+                                hparams, run_opts)
+        for total, part in zip((rows, diagnostics, costs), found, strict=True):
+            total.extend(part)
+    noisy_means = {(m, s): v for m in hparams["models"] for s, v in noisy_means.items()}
     table = summarize(rows)
     write_rows(out / "benchmark.csv", rows)
     write_rows(out / "summary.csv", table)
     write_rows(out / "diagnostics.csv", diagnostics)
     write_rows(out / "cost.csv", costs)
-    text = markdown(table, noisy_means)
+    text = "".join(headline(table, m, tuple(hparams.get("unshifted", ()))) + "\n"
+                   for m in hparams["models"]) + markdown(table, noisy_means)
     for model, reference in (hparams.get("gap_references") or {}).items():
         if model in hparams["models"] and reference in hparams["models"]:
             text += "\n" + gap_closure(table, model, reference)

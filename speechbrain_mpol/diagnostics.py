@@ -17,7 +17,7 @@ from torch import nn
 
 from speechbrain_mpol.hooks import MaskHook
 from speechbrain_mpol.inference import run_enhancer
-from speechbrain_mpol.objective import REFERENCES, reference_gain, wasserstein_1d
+from speechbrain_mpol.objective import GAIN_FLOOR, REFERENCES, reference_gain, wasserstein_1d
 
 
 @torch.no_grad()
@@ -54,7 +54,7 @@ def mask_statistics(
     run_enhancer(enhancer, clean[None], ones)
     clean_mag = hook.view().noisy  # the same analysis applied to the clean reference
     hook.clear()
-    oracle = (clean_mag / view.noisy.clamp(min=1e-8)).clamp(0.0, 1.0)
+    oracle = (clean_mag / view.noisy.clamp(min=GAIN_FLOOR)).clamp(0.0, 1.0)
     stats = {
         "mask_mean": float(gain.mean()),
         "mask_mid_share": float(((gain > 0.2) & (gain < 0.8)).float().mean()),

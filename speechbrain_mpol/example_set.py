@@ -48,7 +48,7 @@ SAMPLE_RATE = 16000
 SNRS = (0.0, 5.0, 10.0)
 #: Speech is cropped to its first MAX_SECONDS; clips shorter than MIN_SECONDS are not used.
 MIN_SECONDS, MAX_SECONDS = 3.0, 4.0
-#: Peak of the clean speech before mixing and of the mixture after (as prepare_shifts.py).
+#: Peak of the clean speech before mixing and of the mixture after.
 SPEECH_PEAK, MIX_PEAK = 0.5, 0.95
 #: Per-clip licenses that may be shipped: CC0 or plain CC BY (no NC / ND / SA clause).
 SHIPPABLE_LICENSE = re.compile(r"^(CC0 1\.0|CC BY \d\.\d)(\s|$)")

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-#: Floor that keeps gains finite on silent bins.
-_EPS = 1e-8
+from speechbrain_mpol.objective import GAIN_FLOOR
 
 
 @dataclass
@@ -135,10 +134,10 @@ class MetricGANMaskHook(MaskHook):
         lengths = self.kwargs.get("lengths", self.args[1] if len(self.args) > 1 else None)
 
         def to_linear(m: torch.Tensor) -> torch.Tensor:
-            return torch.expm1(m * log_noisy) / noisy.clamp(min=_EPS)
+            return torch.expm1(m * log_noisy) / noisy.clamp(min=GAIN_FLOOR)
 
         def from_linear(g: torch.Tensor) -> torch.Tensor:
-            return torch.log1p(g * noisy) / log_noisy.clamp(min=_EPS)
+            return torch.log1p(g * noisy) / log_noisy.clamp(min=GAIN_FLOOR)
 
         return MaskView(
             mask=mask,
@@ -168,7 +167,7 @@ class ComplexMaskHook(MaskHook):
         """The mask view of the last mask application."""
         self._require_capture()
         cmask, spec = self.args[0], self.args[1].detach()
-        magnitude = cmask.pow(2).sum(dim=1).clamp(min=_EPS**2).sqrt()  # [B, T, F]
+        magnitude = cmask.pow(2).sum(dim=1).clamp(min=GAIN_FLOOR**2).sqrt()  # [B, T, F]
         noisy = spec.pow(2).sum(dim=-1).sqrt().transpose(1, 2)  # [B, T, F]
         return MaskView(
             mask=magnitude,

@@ -4,7 +4,7 @@
 folder with a ``hyperparams.yaml``. :func:`load_enhancer` tries, in order:
 
 1. a local folder: as given (working directory), else relative to the repository root, so
-   ``pretrained/metricgan_source`` is found from any working directory;
+   ``pretrained/metricgan_libri`` is found from any working directory;
 2. a hub id, from files already on disk and without the network: the ``savedir`` (which
    SpeechBrain fills on first use), else the HuggingFace cache (``HF_HUB_CACHE`` / ``HF_HOME``;
    ``hf_hub_download(local_files_only=True)`` through SpeechBrain's ``FetchConfig``);

@@ -26,7 +26,7 @@ from speechbrain.processing.signal_processing import compute_amplitude, dB_to_am
 from torchaudio.functional import add_noise
 
 #: Floor of an amplitude before it divides or goes into a logarithm (-240 dB).
-_EPS = 1e-12
+RMS_FLOOR = 1e-12
 
 
 def _as_tensor(x: np.ndarray) -> torch.Tensor:
@@ -60,7 +60,7 @@ def peak_amplitude(x: np.ndarray) -> float:
 
 def snr_db(speech: np.ndarray, noise: np.ndarray) -> float:
     """Signal-to-noise ratio in dB between two equal-length signals."""
-    return float(20.0 * np.log10(rms(speech) / max(rms(noise), _EPS)))
+    return float(20.0 * np.log10(rms(speech) / max(rms(noise), RMS_FLOOR)))
 
 
 def fit_length(noise: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -150,12 +150,12 @@ def set_level(x: np.ndarray, dbfs: float) -> np.ndarray:
     >>> round(level_dbfs(set_level(np.ones(100), -20.0)), 6)
     -20.0
     """
-    return x * (dB_to_amplitude(dbfs) / max(rms(x), _EPS))
+    return x * (dB_to_amplitude(dbfs) / max(rms(x), RMS_FLOOR))
 
 
 def level_dbfs(x: np.ndarray) -> float:
     """RMS level of ``x`` in dBFS (-240 for digital silence)."""
-    return float(20.0 * np.log10(max(rms(x), _EPS)))
+    return float(20.0 * np.log10(max(rms(x), RMS_FLOOR)))
 
 
 def band_limit(

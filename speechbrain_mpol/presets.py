@@ -9,8 +9,9 @@ setting is written once.
 
 A preset may name a ``base`` preset of the same kind and override some of its keys (the
 project's own MetricGAN+ is SpeechBrain's MetricGAN+ with another ``model_source``). A method's
-options are, from weakest to strongest: its file (and its ``base``), the model preset's
-``method_options[<method>]``, the caller's overrides. Method options are hyperpyyaml overrides,
+options are, from weakest to strongest: its root file, then for each file of its ``base`` chain
+(root first) that file's options and the model preset's ``method_options[<that method>]``, then
+the caller's overrides. Method options are hyperpyyaml overrides,
 so an unknown option is an error, never silently ignored.
 
 Example
@@ -135,16 +136,21 @@ def load_method(
         Every option, and ``adapter``: call it with ``enhancer=`` and ``hook=``.
     """
     name = Path(name).stem if Path(name).suffix else str(name)
-    path = preset_file("methods", name, folder)
     model = model or {}
-    options = {**model.get("method_options", {}).get(name, {}), **overrides}
-    chain = [path]
-    while "base" in top_level_keys(chain[-1]):
-        with open(chain[-1]) as handle:
-            own = ruamel.yaml.YAML(typ="safe").load(handle)
-        chain.append(preset_file("methods", own.pop("base"), folder))
-        options = {**own, **options}
-    root = chain[-1]
+    chain = [(name, preset_file("methods", name, folder))]  # the method, then its bases
+    while "base" in top_level_keys(chain[-1][1]):
+        with open(chain[-1][1]) as handle:
+            base = ruamel.yaml.YAML(typ="safe").load(handle)["base"]
+        chain.append((base, preset_file("methods", base, folder)))
+    options = {}
+    for link, path in reversed(chain):  # weakest first: the root file's bases, then up
+        if path is not chain[-1][1]:
+            with open(path) as handle:
+                own = ruamel.yaml.YAML(typ="safe").load(handle)
+            options.update({k: v for k, v in own.items() if k != "base"})
+        options.update(model.get("method_options", {}).get(link, {}))
+    options.update(overrides)
+    root = chain[-1][1]
     if "adapted_params" in top_level_keys(root) and "adapted_params" in model:
         options.setdefault("adapted_params", model["adapted_params"])
     method = _load(root, options)

@@ -135,7 +135,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 #: The splits, in the order of their random streams.
 SPLITS: tuple[str, ...] = ("dev", "test")
-#: Offset of every random stream here (``prepare_shifts.py`` uses 10_000).
+#: Offset of every random stream here (the retired first builder used 10_000).
 SEED_OFFSET = 20_000
 #: Consecutive utterances whose SNRs cover the SNR range in equal strata.
 SNR_BLOCK = 8

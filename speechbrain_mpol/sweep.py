@@ -24,10 +24,6 @@ logger = logging.getLogger(__name__)
 #: The grid keys every sweep has; a model preset's ``sweep_grid`` may add more.
 BASE_KEYS = ("reference", "mode", "lr", "steps", "params", "compare_in")
 
-#: Shifts that are controls (no shift): a configuration may not lose there.
-CONTROLS = ("in_domain",)
-
-
 def configurations(grid: dict, param_sets: dict) -> list[dict]:
     """The Cartesian grid, without duplicates (``steps`` only matters in episodic mode).
 
@@ -52,8 +48,12 @@ def configurations(grid: dict, param_sets: dict) -> list[dict]:
     return configs
 
 
-def score(pesq: dict[str, float], source: dict[str, float], max_control_loss: float) -> dict:
-    """Per-shift differences to Source, their mean over the shifted sets, and eligibility.
+def score(pesq: dict[str, float], source: dict[str, float], max_control_loss: float,
+          controls: tuple[str, ...] = ("in_domain",), unshifted: tuple[str, ...] = ()) -> dict:
+    """Per-set differences to Source, their mean over the shifted sets, and eligibility.
+
+    ``controls`` are sets without a shift where a configuration may lose at most
+    ``max_control_loss``; ``unshifted`` sets are reported but count neither way.
 
     Example
     -------
@@ -62,8 +62,8 @@ def score(pesq: dict[str, float], source: dict[str, float], max_control_loss: fl
     (0.1, True)
     """
     deltas = {s: pesq[s] - source[s] for s in pesq}
-    shifted = [d for s, d in deltas.items() if s not in CONTROLS]
-    controls = [d for s, d in deltas.items() if s in CONTROLS]
+    shifted = [d for s, d in deltas.items() if s not in (*controls, *unshifted)]
+    controls = [d for s, d in deltas.items() if s in controls]
     return {
         "mean_delta_shifted": float(np.mean(shifted)),
         "improved_shifts": int(sum(d > 0 for d in shifted)),
@@ -119,7 +119,8 @@ def run_sweep(hparams: dict, run_opts: dict) -> list[dict]:
     for i, cfg in enumerate(configs):
         options = {k: v for k, v in cfg.items() if k != "params"}
         pesq = mean_pesq(hparams["method"], adapted_params=param_sets[cfg["params"]], **options)
-        table.append({**cfg, **score(pesq, source, hparams["max_in_domain_loss"])})
+        table.append({**cfg, **score(pesq, source, hparams["max_in_domain_loss"],
+                                     tuple(hparams["controls"]), tuple(hparams["unshifted"]))})
         logger.info("[%d/%d] %s: mean delta %+.4f", i + 1, len(configs), cfg,
                     table[-1]["mean_delta_shifted"])
         ranked = sorted(table, key=lambda e: (not e["eligible"], -e["mean_delta_shifted"]))

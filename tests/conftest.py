@@ -6,9 +6,8 @@ larger material of the shared folder use ``shared_audio`` (or their own check) a
 naming what is missing, when it is absent.
 
 Where the shared folder IS present (the CI run), a skipped test fails the run
-(:func:`pytest_sessionfinish`): every test must run there. ``tests/run.sh`` allows only the
-skips it cannot prevent, by listing reason fragments in ``$MPOL_ALLOWED_SKIPS`` (e.g. ``flite``
-when the TTS voices cannot be installed without root).
+(:func:`pytest_sessionfinish`): every test must run there, unless a reason fragment is listed
+in ``$MPOL_ALLOWED_SKIPS`` (for a machine that knowingly cannot run some test).
 """
 
 from __future__ import annotations
@@ -156,11 +155,11 @@ def metricgan_enhancer():
 def metricgan_folder() -> Path:
     """SpeechBrain's real MetricGAN+ weights when present in ../shared, else the project's own."""
     for folder in (SHARED / "models" / "metricgan-plus-voicebank",
-                   REPO / "pretrained" / "metricgan_source"):
+                   REPO / "pretrained" / "metricgan_libri"):
         if (folder / "hyperparams.yaml").is_file():
             return folder
     raise FileNotFoundError("no MetricGAN+ weights: neither ../shared/models/"
-                            "metricgan-plus-voicebank nor pretrained/metricgan_source")
+                            "metricgan-plus-voicebank nor pretrained/metricgan_libri")
 
 
 @pytest.fixture
@@ -175,11 +174,11 @@ def real_metricgan(tmp_path):
 def sepformer_folder() -> Path:
     """SpeechBrain's SepFormer enhancement weights when in ../shared, else the project's own."""
     for folder in (SHARED / "models" / "sepformer-wham16k-enhancement",
-                   REPO / "pretrained" / "sepformer_source"):
+                   REPO / "pretrained" / "sepformer_libri"):
         if (folder / "hyperparams.yaml").is_file():
             return folder
     raise FileNotFoundError("no SepFormer weights: neither ../shared/models/"
-                            "sepformer-wham16k-enhancement nor pretrained/sepformer_source")
+                            "sepformer-wham16k-enhancement nor pretrained/sepformer_libri")
 
 
 @pytest.fixture
@@ -205,3 +204,18 @@ def real_gtcrn(gtcrn_folders):
     from speechbrain_mpol.models.interfaces import GTCRNEnhancement
 
     return GTCRNEnhancement.from_hparams(source=str(gtcrn_folders["gtcrn_vctk"]))
+
+
+def schedule_counts(model: str, n: int, method: str = "mpol_default") -> dict[str, int]:
+    """The adaptation passes and updates a method's schedule implies for n utterances.
+
+    Read from the presets, so the tests follow a change of a dev-chosen default.
+    In continual mode an accumulated step may be refused by the rollback guard: the updates
+    and rollbacks together are then what the schedule implies.
+    """
+    from speechbrain_mpol.presets import load_method, load_model_preset
+
+    options = load_method(method, load_model_preset(model))
+    if options["mode"] == "episodic":
+        return {"backward": options["steps"] * n, "steps": options["steps"] * n}
+    return {"backward": n, "steps": n // options["accumulation"]}

@@ -202,3 +202,33 @@ def test_batched_objective_equals_unbatched(metricgan_enhancer):
     assert torch.allclose(together, alone, rtol=0.01)
     one = adapter.measure(long, torch.ones(1))["w1"]
     assert torch.equal(adapter.measure(long, torch.ones(1))["w1"], one)  # B = 1: same path
+
+
+def test_shift_gate_adapts_only_above_its_threshold(metricgan_enhancer):
+    wavs = noisy_batch()
+    closed = make_adapter(metricgan_enhancer, mode="episodic", steps=2,
+                          gate_threshold=float("inf"))
+    source = closed.predict_source(wavs, torch.ones(1))
+    out = closed(wavs, torch.ones(1))
+    assert closed.counts["gated"] == 1 and closed.counts["updates"] == 0
+    assert torch.allclose(out, source, atol=1e-6)  # the source weights' output
+    opened = make_adapter(metricgan_enhancer, mode="episodic", steps=2,
+                          gate_threshold=float("-inf"))
+    opened(wavs, torch.ones(1))
+    assert opened.counts["gated"] == 0 and opened.counts["updates"] == 2
+
+
+def test_gated_deltas_follow_the_gate():
+    from speechbrain_mpol.gate import choose_quantile
+
+    rows = []
+    for i, (shift, score, gain) in enumerate([("in_domain", 0.1, -0.1), ("in_domain", 0.2, -0.1),
+                                              ("noise", 0.5, 0.3), ("noise", 0.05, -0.2)]):
+        rows += [{"ID": str(i), "shift": shift, "method": "source", "pesq": 2.0,
+                  "gate_score": score},
+                 {"ID": str(i), "shift": shift, "method": "mpol_default", "pesq": 2.0 + gain}]
+    table, best = choose_quantile(rows, "in_domain", [0.0, 1.0], 0.02, ["in_domain"])
+    # quantile 0: threshold 0.1 opens the 0.2 in-domain utterance (-0.1) -> not eligible;
+    # quantile 1: threshold 0.2 keeps in-domain closed and opens only the 0.5 noise one
+    assert [t["eligible"] for t in table] == [False, True]
+    assert best["quantile"] == 1.0 and best["d_noise"] == pytest.approx(0.15)

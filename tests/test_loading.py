@@ -33,7 +33,7 @@ from speechbrain_mpol.loading import (
 
 from .conftest import EXAMPLES, REPO
 
-METRICGAN = REPO / "pretrained" / "metricgan_source"
+METRICGAN = REPO / "pretrained" / "metricgan_libri"
 CACHED_ID = "mpol-test/metricgan-cached"
 
 
@@ -179,7 +179,7 @@ try:
 except ModelUnavailableError as err:
     out["strict_error"] = str(err)
 enhancer = load_enhancer(SpectralMaskEnhancement, "speechbrain/metricgan-plus-voicebank",
-                         fallbacks=["/no/such/folder", "pretrained/metricgan_source"])
+                         fallbacks=["/no/such/folder", "pretrained/metricgan_libri"])
 out.update(enhancer.load_report.as_dict(), model_source=enhancer.model_source)
 print(json.dumps(out))
 """
@@ -198,10 +198,10 @@ def test_unavailable_hub_model_falls_back_loudly_or_fails_under_strict(tmp_path,
     assert why in out["strict_error"] and "strict" in out["strict_error"]
     assert out["fallback"] and out["origin"] == "fallback"
     assert out["requested"] == "speechbrain/metricgan-plus-voicebank"
-    assert out["used"] == out["model_source"] == "pretrained/metricgan_source"
+    assert out["used"] == out["model_source"] == "pretrained/metricgan_libri"
     assert out["used_path"] == str(METRICGAN)
     assert why in out["reason"] and "nor in the HF cache" in out["reason"]
-    assert out["headline"].startswith("model: pretrained/metricgan_source: FALLBACK, "
+    assert out["headline"].startswith("model: pretrained/metricgan_libri: FALLBACK, "
                                       "requested speechbrain/metricgan-plus-voicebank not used")
     assert any("/no/such/folder" in t for t in out["tried"])
 
@@ -221,14 +221,14 @@ def test_failing_requested_model_is_reported(tmp_path, caplog):
     broken = _broken_copy(tmp_path)
     with caplog.at_level(logging.WARNING, logger="speechbrain_mpol.loading"):
         enhancer = load_enhancer(SpectralMaskEnhancement, str(broken),
-                                 fallbacks=["pretrained/metricgan_source"])
+                                 fallbacks=["pretrained/metricgan_libri"])
     report = enhancer.load_report
     assert report.fallback and report.requested == str(broken)
-    assert enhancer.model_source == report.used == "pretrained/metricgan_source"
+    assert enhancer.model_source == report.used == "pretrained/metricgan_libri"
     assert f"local folder {broken} failed" in report.reason
     assert "MODEL FALLBACK" in caplog.text and str(broken) in caplog.text
     json.dumps(report.as_dict())  # ready for summary.json
-    assert report.headline().startswith("model: pretrained/metricgan_source: FALLBACK")
+    assert report.headline().startswith("model: pretrained/metricgan_libri: FALLBACK")
 
 
 def test_failing_requested_model_is_an_error_under_strict(tmp_path):
@@ -238,7 +238,7 @@ def test_failing_requested_model_is_an_error_under_strict(tmp_path):
     with pytest.raises(ModelUnavailableError, match=f"requested model {broken} could not be "
                                                     "loaded: local folder .* failed"):
         load_enhancer(SpectralMaskEnhancement, str(broken),
-                      fallbacks=["pretrained/metricgan_source"], strict=True)
+                      fallbacks=["pretrained/metricgan_libri"], strict=True)
 
 
 def test_nothing_loadable_lists_every_attempt(tmp_path):
@@ -256,10 +256,10 @@ def test_fallback_and_source_are_found_from_another_working_directory(tmp_path, 
 
     monkeypatch.chdir(tmp_path)
     enhancer = load_enhancer(SpectralMaskEnhancement, str(tmp_path / "no_model_here"),
-                             fallbacks=["pretrained/metricgan_source"])
+                             fallbacks=["pretrained/metricgan_libri"])
     assert enhancer.load_report.fallback
     assert enhancer.load_report.used_path == str(METRICGAN)
-    direct = load_enhancer(SpectralMaskEnhancement, "pretrained/metricgan_source")
+    direct = load_enhancer(SpectralMaskEnhancement, "pretrained/metricgan_libri")
     assert direct.load_report.origin == "local folder" and not direct.load_report.fallback
     assert list(tmp_path.iterdir()) == []  # a local folder is read in place
 
@@ -270,8 +270,8 @@ def test_savedir_follows_model_source(tmp_path):
     savedirs = [default_savedir(i) for i in ids]
     assert len(set(savedirs)) == 3
     assert all(s.startswith("pretrained_models/") for s in savedirs)
-    assert default_savedir("pretrained/metricgan_source") == str(METRICGAN)
-    assert local_folder("pretrained/metricgan_source") == METRICGAN
+    assert default_savedir("pretrained/metricgan_libri") == str(METRICGAN)
+    assert local_folder("pretrained/metricgan_libri") == METRICGAN
     # A savedir SpeechBrain filled for the 16 kHz model is not used for the 8 kHz one.
     snapshot = tmp_path / "hub" / "models--speechbrain--sepformer-wham16k-enhancement" / "s"
     snapshot.mkdir(parents=True)
@@ -283,16 +283,16 @@ def test_savedir_follows_model_source(tmp_path):
     assert "holds the files of speechbrain/sepformer-wham16k-enhancement" in \
         savedir_conflict(savedir, ids[0])
     # The same for a local folder whose savedir holds another model's files.
-    assert "another model" in savedir_conflict(savedir, "pretrained/metricgan_source")
+    assert "another model" in savedir_conflict(savedir, "pretrained/metricgan_libri")
 
 
 def test_savedir_of_another_model_is_not_loaded(tmp_path):
     from speechbrain.inference.enhancement import SpectralMaskEnhancement
 
     savedir = tmp_path / "savedir"
-    shutil.copytree(REPO / "pretrained" / "sepformer_source", savedir)
+    shutil.copytree(REPO / "pretrained" / "sepformer_libri", savedir)
     with pytest.raises(ModelUnavailableError, match="holds another model"):
-        load_enhancer(SpectralMaskEnhancement, "pretrained/metricgan_source", savedir,
+        load_enhancer(SpectralMaskEnhancement, "pretrained/metricgan_libri", savedir,
                       strict=True)
 
 

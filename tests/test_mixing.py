@@ -1,7 +1,5 @@
-"""Mixers of speechbrain_mpol.mixing and the shifted-set builders of recipes/prepare_shifts.py."""
+"""Mixers of speechbrain_mpol.mixing, on real audio of the committed example set."""
 
-import csv
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +17,9 @@ from speechbrain_mpol.mixing import (
     set_level,
     snr_db,
 )
-from speechbrain_mpol.shared import find_shared_folder
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(find_shared_folder())
-AUDIO = SHARED / "audio"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RATE = 16000
-
-sys.path.insert(0, str(REPO / "recipes"))
-
-needs_audio = pytest.mark.skipif(not (AUDIO / "speech").is_dir(),
-                                 reason=f"real audio not found at {AUDIO}")
 
 
 def read(path) -> np.ndarray:
@@ -38,23 +28,23 @@ def read(path) -> np.ndarray:
     return data
 
 
-def rows(manifest) -> list[dict]:
-    with open(manifest, newline="") as handle:
-        return list(csv.DictReader(handle))
+def example_speech_and_noise(pair: str) -> tuple[np.ndarray, np.ndarray]:
+    """The clean speech of one example pair and its real noise (noisy minus clean)."""
+    clean = read(EXAMPLES / "clean" / f"{pair}.flac")
+    return clean, read(EXAMPLES / "noisy" / f"{pair}.flac") - clean
+
+
+PAIRS = sorted(p.stem for p in (EXAMPLES / "clean").glob("*.flac"))
 
 
 # --------------------------------------------------------------------------- mixers
 
 
-@needs_audio
 @pytest.mark.parametrize("snr", [-5.0, 0.0, 5.0, 15.0])
-@pytest.mark.parametrize("speech_file, noise_file", [
-    ("timit_spk1_snt1", "noise1"),
-    ("multimic_speech_a_ch0", "noise2"),  # 10 s of speech, 5 s of noise: the noise is looped
-])
-def test_mix_at_snr_hits_target(snr, speech_file, noise_file):
-    speech = read(AUDIO / "speech" / f"{speech_file}.wav")
-    noise = read(AUDIO / "noise" / f"{noise_file}.wav")
+@pytest.mark.parametrize("looped", [False, True])  # True: 4 s of speech, 1.5 s of noise
+def test_mix_at_snr_hits_target(snr, looped):
+    speech, _ = example_speech_and_noise(PAIRS[0])
+    noise = example_speech_and_noise(PAIRS[1])[1][: 24000 if looped else None]
     noisy, scaled = mix_at_snr(speech, noise, snr, np.random.default_rng(0))
     assert len(noisy) == len(scaled) == len(speech)
     assert abs(snr_db(speech, scaled) - snr) < 0.1
@@ -135,108 +125,3 @@ def test_peak_normalize_keeps_ratio():
     q2, r2 = peak_normalize(0.01 * a, b)
     np.testing.assert_array_equal(q2, 0.01 * a)
     np.testing.assert_array_equal(r2, b)
-
-
-# --------------------------------------------------------------------------- builders
-
-
-def test_split_material_is_disjoint():
-    from prepare_shifts import SPLITS
-
-    dev, test = SPLITS["dev"], SPLITS["test"]
-    for kind in ("speech", "noise", "rir"):
-        assert not set(dev[kind]) & set(test[kind]), kind
-    # TIMIT files share a speaker per prefix; every other file is its own speaker.
-    speakers = {split: {n.rsplit("_snt", 1)[0] for n in SPLITS[split]["speech"]}
-                for split in SPLITS}
-    assert speakers["dev"] == {"timit_spk2", "single_mic_example5", "single_mic_example6"}
-    assert not speakers["dev"] & speakers["test"]
-
-
-def test_missing_shared_folder_names_it(tmp_path):
-    from prepare_shifts import prepare_example, prepare_shifts
-
-    missing = tmp_path / "nowhere"
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        prepare_shifts(missing, tmp_path / "out", shifts=("noise",))
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        prepare_example(missing, tmp_path / "out")
-
-
-@needs_audio
-def test_prepare_example(tmp_path):
-    from prepare_shifts import SPLITS, prepare_example
-
-    manifest = prepare_example(SHARED, tmp_path)
-    assert manifest == tmp_path / "example" / "example.csv"
-    assert len(list((tmp_path / "example" / "noisy").glob("*.wav"))) == 12
-    assert len(list((tmp_path / "example" / "clean").glob("*.wav"))) == 12
-    with open(manifest, newline="") as handle:
-        assert next(csv.reader(handle))[:4] == ["ID", "duration", "noisy_wav", "clean_wav"]
-    table = rows(manifest)
-    assert len(table) == 12 and len({r["ID"] for r in table}) == 12
-    assert sorted({float(r["snr_db"]) for r in table}) == [0.0, 5.0, 10.0]
-    for row in table:
-        assert Path(row["noisy_wav"]).is_absolute()
-        assert Path(row["speech"]).stem in SPLITS["test"]["speech"]
-        noisy, clean = read(row["noisy_wav"]), read(row["clean_wav"])
-        assert len(noisy) == len(clean) <= 4 * RATE
-        assert abs(len(noisy) / RATE - float(row["duration"])) < 1e-3
-        assert np.max(np.abs(noisy)) <= 0.951
-        # peak_normalize scales both by one factor, so the SNR survives it (and 16 bits).
-        assert abs(snr_db(clean, noisy - clean) - float(row["snr_db"])) < 0.1
-
-
-@pytest.fixture(scope="module")
-def small_shifts(tmp_path_factory):
-    if not (AUDIO / "speech").is_dir():
-        pytest.skip(f"real audio not found at {AUDIO}")
-    from prepare_shifts import prepare_shifts
-
-    folder = tmp_path_factory.mktemp("shifts")
-    manifests = prepare_shifts(SHARED, folder, shifts=("noise", "level"), per_shift=2)
-    return folder, manifests
-
-
-def test_prepare_shifts_layout_and_disjoint_splits(small_shifts):
-    folder, manifests = small_shifts
-    assert sorted(manifests) == [("dev", "level"), ("dev", "noise"),
-                                 ("test", "level"), ("test", "noise")]
-    used = {"dev": set(), "test": set()}
-    for (split, shift), manifest in manifests.items():
-        assert manifest == folder / split / shift / f"{split}_{shift}.csv"
-        table = rows(manifest)
-        assert len(table) == 2
-        assert list(table[0])[:4] == ["ID", "duration", "noisy_wav", "clean_wav"]
-        for row in table:
-            assert len(read(row["noisy_wav"])) == len(read(row["clean_wav"]))
-            assert -0.01 <= float(row["snr_db"]) <= 15.01
-            used[split] |= {row["speech"], row["noise"]}
-    assert used["dev"] and used["test"]
-    assert not used["dev"] & used["test"]
-
-
-def test_prepare_shifts_level_is_minus_40_dbfs(small_shifts):
-    _, manifests = small_shifts
-    for split in ("dev", "test"):
-        level_rows = rows(manifests[(split, "level")])
-        noise_rows = rows(manifests[(split, "noise")])
-        for lrow, nrow in zip(level_rows, noise_rows, strict=True):
-            noisy, clean = read(lrow["noisy_wav"]), read(lrow["clean_wav"])
-            assert abs(level_dbfs(noisy) + 40.0) < 0.01
-            # Same draws as the noise set: only the common scale differs.
-            assert (lrow["speech"], lrow["noise"], lrow["snr_db"]) == \
-                (nrow["speech"], nrow["noise"], nrow["snr_db"])
-            assert abs(snr_db(clean, noisy - clean) - float(lrow["snr_db"])) < 0.1
-
-
-def test_prepare_shifts_is_idempotent(small_shifts):
-    from prepare_shifts import prepare_shifts
-
-    folder, manifests = small_shifts
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    before = {p: p.stat().st_mtime_ns for p in files}
-    again = prepare_shifts(SHARED, folder, shifts=("noise", "level"), per_shift=2)
-    assert again == manifests
-    assert sorted(p for p in folder.rglob("*") if p.is_file()) == files
-    assert {p: p.stat().st_mtime_ns for p in files} == before

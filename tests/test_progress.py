@@ -53,7 +53,7 @@ def manifest(tmp_path):
     return rows
 
 
-SETTINGS = {"model_source": "pretrained/metricgan_source", "mode": "continual", "lr": 5e-4,
+SETTINGS = {"model_source": "pretrained/metricgan_libri", "mode": "continual", "lr": 5e-4,
             "adapted_params": ADAPTED, "accumulation": 2}
 
 

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from .conftest import REPO, SHARED, metricgan_folder, real_mixture, sepformer_folder
+from .conftest import (
+    REPO,
+    SHARED,
+    metricgan_folder,
+    real_mixture,
+    schedule_counts,
+    sepformer_folder,
+)
 
 EXAMPLES = REPO / "examples"
 
@@ -45,8 +52,10 @@ def test_default_metricgan_recipe_on_example_set(tmp_path, example_audio):
         assert 1.0 <= float(row["pesq"]) <= 4.6 and 0 <= float(row["stoi"]) <= 1
     saved = json.loads((out / "summary.json").read_text())
     assert set(saved) >= {"noisy", "source", "adapted", "adapted_minus_source", "adaptation"}
-    # the default (dev-sweep winner) is episodic with 3 steps per utterance
-    assert saved["adaptation"]["backward"] == saved["adaptation"]["updates"] == 3 * len(rows)
+    # the schedule of the dev-chosen default, read from the presets
+    counts, expected = saved["adaptation"], schedule_counts("metricgan_plus", len(rows))
+    assert counts["backward"] == expected["backward"]
+    assert counts.get("updates", 0) + counts.get("rollbacks", 0) == expected["steps"]
     assert (out / "scores.png").is_file() and (out / "pesq_gain.png").is_file()
 
 
@@ -60,8 +69,9 @@ def test_authors_configuration_runs_continual(tmp_path, example_audio):
 
 def test_gtcrn_recipe_offline_end_to_end(tmp_path):
     summary = run_recipe(tmp_path, "--model=gtcrn_vctk")
-    n = summary["utterances"]
-    assert summary["adaptation"]["updates"] == 3 * n  # episodic, 3 steps per utterance
+    counts, expected = summary["adaptation"], schedule_counts("gtcrn_vctk", summary["utterances"])
+    assert counts["backward"] == expected["backward"]
+    assert counts.get("updates", 0) + counts.get("rollbacks", 0) == expected["steps"]
     assert summary["model_source"].endswith("gtcrn_vctk")
     assert np.isfinite(summary["adapted_minus_source"]["pesq"]["mean"])
 
@@ -70,10 +80,9 @@ def test_sepformer_recipe_offline_end_to_end(tmp_path, example_audio):
     """The hub id is unreachable here: the recipe falls back to a local SepFormer."""
     sepformer_folder()
     summary = run_recipe(tmp_path, "--model=sepformer")
-    n = summary["utterances"]
-    # its dev winner is continual: one adaptation pass per utterance, a step every 8
-    assert summary["adaptation"]["backward"] == n
-    assert summary["adaptation"]["updates"] + summary["adaptation"].get("rollbacks", 0) == n // 8
+    counts, expected = summary["adaptation"], schedule_counts("sepformer", summary["utterances"])
+    assert counts["backward"] == expected["backward"]
+    assert counts.get("updates", 0) + counts.get("rollbacks", 0) == expected["steps"]
     assert summary["model_source"] != "speechbrain/sepformer-wham16k-enhancement"
     assert np.isfinite(summary["adapted_minus_source"]["pesq"]["mean"])
     rows = read_results(tmp_path / "out")
@@ -134,5 +143,5 @@ def test_output_path_equal_to_input_is_refused(tmp_path, example_audio):
 
 def test_missing_model_stops_with_a_helpful_message(tmp_path, example_audio):
     with pytest.raises(SystemExit, match="No pretrained enhancer could be loaded"):
-        run_recipe(tmp_path, "--model=metricgan_source",
+        run_recipe(tmp_path, "--model=metricgan_libri",
                    "--model_source=speechbrain/not-a-model")

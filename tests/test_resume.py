@@ -28,7 +28,7 @@ def _command(data, out):
             str(REPO / "hparams" / "mpol_voicebank.yaml"), f"--data_folder={data}",
             f"--output_folder={out}", f"--shared_folder={SHARED}",
             "--method_options={accumulation: 2, mode: continual}", "--compare_to_source=False",
-            "--plots=False", "--model=metricgan_source"]
+            "--plots=False", "--model=metricgan_libri"]
 
 
 def _saved_rows(out) -> int:

@@ -1,7 +1,8 @@
 """SepFormer (SepformerSeparation) with MPol and the baselines: real weights, real audio.
 
 The weights are SpeechBrain's sepformer-wham16k-enhancement when present in ../shared, else the
-project's own source SepFormer (pretrained/sepformer_source, recipes/train_source_sepformer.py).
+project's own corpus-trained SepFormer (pretrained/sepformer_libri,
+recipes/train_source_sepformer.py).
 """
 
 import shutil
