@@ -87,12 +87,11 @@ its files present, is skipped. ``<split>_<shift>.json`` records what a set was b
 (seed, crop length, the set's definition, :data:`FORMAT`); a folder built with anything else
 is an error rather than silently reused or overwritten.
 
-Example
--------
->>> manifests = prepare_benchmark("../shared/corpus", "data/benchmark", ("dev",), ("noise",),
-...                               per_shift=4)  # doctest: +SKIP
->>> manifests  # doctest: +SKIP
-{('dev', 'noise'): PosixPath('data/benchmark/dev/noise/dev_noise.csv')}
+Usage (needs the corpus; ``tests/test_shift_sets.py`` runs it on the real one)::
+
+    manifests = prepare_benchmark("../shared/corpus", "data/benchmark", ("dev",), ("noise",),
+                                  per_shift=4)
+    # {('dev', 'noise'): PosixPath('data/benchmark/dev/noise/dev_noise.csv')}
 
 Authors
  * speechbrain-mpol developers

@@ -25,7 +25,7 @@ def swapped_weights(module: nn.Module, state: dict[str, torch.Tensor]) -> Iterat
     >>> zeros = {k: torch.zeros_like(v) for k, v in net.state_dict().items()}
     >>> before = net.weight.detach().clone()
     >>> with swapped_weights(net, zeros):
-    ...     float(net.weight)
+    ...     float(net.weight.detach())
     0.0
     >>> bool(torch.equal(net.weight, before))
     True
