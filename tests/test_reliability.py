@@ -113,7 +113,9 @@ def test_poison_files_are_reported_and_the_run_completes(tmp_path, example_audio
     _pair(data, "silent_ref", noisy.numpy(), np.zeros_like(clean.numpy()))
     out = tmp_path / "out"
 
-    proc = _run(out, f"--data_folder={data}", preexec_fn=lambda: os.umask(0o027))
+    # episodic, 3 steps: every good file leaves a count the failed ones must not add to
+    proc = _run(out, f"--data_folder={data}", "--method_options={mode: episodic, steps: 3}",
+                preexec_fn=lambda: os.umask(0o027))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _rows(out)
     assert sorted(rows) == ["good0", "good1", "one_sample", "pesq_crash", "short_ref",
