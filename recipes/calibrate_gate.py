@@ -17,19 +17,13 @@ from __future__ import annotations
 
 import sys
 
-import speechbrain as sb
-import torch
-from hyperpyyaml import load_hyperpyyaml
-
 from speechbrain_mpol.gate import calibrate
+from speechbrain_mpol.presets import load_run_hparams
 
 
 def main(argv: list[str]) -> dict:
     """Run the calibration; returns the chosen quantile and threshold per model."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file) as handle:
-        hparams = load_hyperpyyaml(handle, overrides)
-    torch.set_num_threads(hparams["num_threads"])
+    hparams, run_opts = load_run_hparams(argv)
     try:
         chosen = calibrate(hparams, run_opts)
     except (OSError, ValueError) as err:

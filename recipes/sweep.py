@@ -17,19 +17,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import speechbrain as sb
-import torch
-from hyperpyyaml import load_hyperpyyaml
-
+from speechbrain_mpol.presets import load_run_hparams
 from speechbrain_mpol.sweep import run_sweep
 
 
 def main(argv: list[str]) -> list[dict]:
     """Run the sweep; returns the ranked table."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file) as handle:
-        hparams = load_hyperpyyaml(handle, overrides)
-    torch.set_num_threads(hparams["num_threads"])
+    hparams, run_opts = load_run_hparams(argv)
     try:
         ranked = run_sweep(hparams, run_opts)
     except (OSError, ValueError) as err:

@@ -39,6 +39,31 @@ from speechbrain_mpol.hooks import MaskHook, attach_hook
 HPARAMS = Path(__file__).resolve().parents[1] / "hparams"
 
 
+def load_run_hparams(argv: list[str]) -> tuple[dict, dict]:
+    """Parse a recipe's command line the SpeechBrain way and load its YAML with the overrides;
+    sets the torch thread count to the YAML's ``num_threads`` (if any).
+
+    Arguments
+    ---------
+    argv : list of str
+        ``[hparams_file, --key=value, ...]``.
+
+    Returns
+    -------
+    tuple of (dict, dict)
+        The loaded hyperparameters and SpeechBrain's run options.
+    """
+    import speechbrain as sb
+    import torch
+
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file) as handle:
+        hparams = load_hyperpyyaml(handle, overrides)
+    if "num_threads" in hparams:
+        torch.set_num_threads(hparams["num_threads"])
+    return hparams, run_opts
+
+
 def preset_file(kind: str, name: str | os.PathLike, folder: str | os.PathLike = HPARAMS) -> Path:
     """The YAML file of preset ``name`` of ``kind`` (``models`` or ``methods``).
 
