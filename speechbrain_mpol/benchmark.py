@@ -409,7 +409,10 @@ def run_benchmark(hparams: dict, run_opts: dict) -> list[dict]:
         for total, part in zip((rows, diagnostics, costs), found, strict=True):
             total.extend(part)
     noisy_means = {(m, s): v for m in hparams["models"] for s, v in noisy_means.items()}
-    table = summarize(rows)
+    # in the order the YAML lists models, sets and methods (rows come in stream order)
+    table = sorted(summarize(rows), key=lambda e: (
+        hparams["models"].index(e["model"]), hparams["shifts"].index(e["shift"]),
+        hparams["methods"].index(e["method"])))
     write_rows(out / "benchmark.csv", rows)
     write_rows(out / "summary.csv", table)
     write_rows(out / "diagnostics.csv", diagnostics)

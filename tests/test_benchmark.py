@@ -52,7 +52,9 @@ def test_benchmark_reports_every_method_with_paired_intervals_and_reuses_runs(se
     rows = read(out / "benchmark.csv")
     assert len(rows) == len(SHIFTS) * PER_SHIFT * len(METHODS)
     assert all(np.isfinite(float(r["gate_score"])) and float(r["w1_source"]) >= 0 for r in rows)
-    summary = {(r["shift"], r["method"]): r for r in read(out / "summary.csv")}
+    table = read(out / "summary.csv")
+    assert [(r["shift"], r["method"]) for r in table] == [(s, m) for s in SHIFTS for m in METHODS]
+    summary = {(r["shift"], r["method"]): r for r in table}
     assert set(summary) == {(s, m) for s in SHIFTS for m in METHODS}
     by_id = {(r["method"], r["ID"]): float(r["pesq"]) for r in rows}
     for shift in SHIFTS:
