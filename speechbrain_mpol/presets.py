@@ -21,7 +21,7 @@ Example
 (['enhance_model.mask'], 'bn\\\\d?\\\\.')
 >>> method = load_method("mpol_default", model)
 >>> method["reference"], method["mode"], method["rollback_threshold"]
-('noisy_wiener', 'episodic', 0.5)
+('noisy_wiener', 'continual', 0.5)
 """
 
 from __future__ import annotations
@@ -96,6 +96,24 @@ def _load(path: Path, overrides: dict) -> dict:
         return load_hyperpyyaml(handle, overrides)
 
 
+def merged_method_options(base: dict, own: dict) -> dict:
+    """A preset's ``method_options`` on top of its base's, method by method.
+
+    Example
+    -------
+    >>> merged_method_options({"mpol_default": {"lr": 0.001}},
+    ...                       {"mpol_gated": {"gate_threshold": 0.2}})
+    {'mpol_default': {'lr': 0.001}, 'mpol_gated': {'gate_threshold': 0.2}}
+    >>> merged_method_options({"mpol_default": {"lr": 0.001, "mode": "continual"}},
+    ...                       {"mpol_default": {"lr": 0.002}})
+    {'mpol_default': {'lr': 0.002, 'mode': 'continual'}}
+    """
+    merged = {method: dict(options) for method, options in base.items()}
+    for method, options in own.items():
+        merged.setdefault(method, {}).update(options)
+    return merged
+
+
 def load_model_preset(
     name: str | os.PathLike,
     shared_folder: str | os.PathLike | None = None,
@@ -124,8 +142,11 @@ def load_model_preset(
     with open(path) as handle:
         own = ruamel.yaml.YAML(typ="safe").load(handle) if "base" in top_level_keys(path) else None
     if own is not None:
-        base = own.pop("base")
+        base, options = own.pop("base"), own.pop("method_options", None) or {}
         preset = load_model_preset(base, shared_folder, folder, **own)
+        if options:
+            preset["method_options"] = merged_method_options(
+                preset.get("method_options") or {}, options)
     else:
         extra = {"shared_folder": str(shared_folder)} if shared_folder is not None and (
             "shared_folder" in top_level_keys(path)) else {}

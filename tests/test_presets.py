@@ -58,14 +58,38 @@ def test_method_options_are_layered_and_unknown_ones_raise():
     gtcrn = load_model_preset("gtcrn_vctk")
     paper, default = load_method("mpol_paper", gtcrn), load_method("mpol_default", gtcrn)
     assert (paper["reference"], paper["mode"], paper["lr"]) == ("self", "continual", 5e-4)
-    assert (default["reference"], default["mode"], default["lr"]) == ("noisy_wiener",
-                                                                      "episodic", 1e-3)
+    own = gtcrn["method_options"]["mpol_default"]  # the model's dev-chosen options win
+    assert own and all(default[k] == v for k, v in own.items())
+    assert default["reference"] == "noisy_wiener" and default["lr"] == 1e-3
     assert default["rollback_threshold"] == 0.5 and paper["rollback_threshold"] is None
     assert load_method("mpol_default", gtcrn, lr=0.01)["lr"] == 0.01  # the caller wins
     with pytest.raises(ValueError, match="unknown option.*lrr"):
         load_method("mpol", gtcrn, lrr=0.01)
     with pytest.raises(ValueError, match="unknown model preset 'nope'"):
         load_model_preset("nope")
+
+
+def test_a_preset_adds_method_options_to_its_bases():
+    """GTCRN-DNS3 names GTCRN-VCTK as its base and sets only its own gate: the dev-chosen
+    default comes from the base, method by method."""
+    vctk, dns3 = load_model_preset("gtcrn_vctk"), load_model_preset("gtcrn_dns3")
+    assert "mpol_default" not in _own_keys("gtcrn_dns3")
+    assert dns3["method_options"]["mpol_default"] == vctk["method_options"]["mpol_default"]
+    for method in ("mpol_default", "mpol_gated"):
+        ungated = {k: v for k, v in load_method(method, vctk).items()
+                   if k not in ("adapter", "name", "gate_threshold")}
+        assert ungated == {k: v for k, v in load_method(method, dns3).items()
+                           if k not in ("adapter", "name", "gate_threshold")}
+    assert load_method("mpol_gated", dns3)["gate_threshold"] != load_method(
+        "mpol_gated", vctk)["gate_threshold"]
+
+
+def _own_keys(name: str) -> dict:
+    """The method options written in a model preset's own file."""
+    import ruamel.yaml
+
+    text = (REPO / "hparams" / "models" / f"{name}.yaml").read_text()
+    return ruamel.yaml.YAML(typ="safe").load(text).get("method_options", {})
 
 
 def test_no_model_setting_is_written_in_more_than_one_file():
