@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from speechbrain_mpol.atomic import atomic_path
 from speechbrain_mpol.audio import read_audio
 from speechbrain_mpol.brain import MPolBrain
 from speechbrain_mpol.diagnostics import mask_statistics, mask_values
@@ -42,6 +43,8 @@ from speechbrain_mpol.presets import load_enhancer, load_method, load_model_pres
 logger = logging.getLogger(__name__)
 
 METRICS = ("pesq", "stoi", "estoi", "si_sdr", "csig", "cbak", "covl")
+#: A run's adapted masks of the first utterance per set (``histogram_methods``), in its folder.
+ADAPTED_MASKS = "adapted_masks.npz"
 
 
 def shift_manifests(folder: str | os.PathLike, split: str, shifts: list[str]) -> dict[str, Path]:
@@ -277,18 +280,17 @@ def cached_run(folder: Path, key: str, run):
 
 def model_diagnostics(model: dict, shifts: dict, audio: dict, hparams: dict, run_opts: dict):
     """Per shift: the source mask against the oracle; per utterance: the reporting objective
-    and the gate score (the model's ``mpol_default`` objective) under the source weights; the
-    histograms' values. Returns (diagnostics rows, utterance rows, histograms)."""
+    and the gate score (the model's ``mpol_default`` objective) under the source weights.
+    Returns (diagnostics rows, utterance rows)."""
     rate, objective = hparams["sample_rate"], hparams["report_objective"]
     enhancer = load_enhancer(model, run_opts)
     hook = model_hook(enhancer, model)
-    diagnostics, histograms = [], {}
+    diagnostics = []
     for shift, items in shifts.items():
         diag = [mask_statistics(enhancer, hook, *audio[item["ID"]], objective.noise_frames)
                 for item in items]
         stats = {k: float(np.mean([d["stats"][k] for d in diag])) for k in diag[0]["stats"]}
         diagnostics.append({"model": model["name"], "shift": shift, **stats})
-        histograms[shift] = dict(diag[0]["values"])
     source = load_method("source", model, sample_rate=rate)["adapter"](enhancer=enhancer,
                                                                        hook=hook)
     default = load_method("mpol_default", model, sample_rate=rate)["adapter"](
@@ -299,7 +301,18 @@ def model_diagnostics(model: dict, shifts: dict, audio: dict, hparams: dict, run
         w1 = float(source.measure(noisy[None], ones, objective)["w1"][0])
         gate = float(source_scores(default, noisy[None], ones)[0])
         utterances.append({"ID": i, "w1_source": w1, "gate_score": gate})
-    return diagnostics, utterances, histograms
+    return diagnostics, utterances
+
+
+def source_histograms(model: dict, shifts: dict, audio: dict, hparams: dict,
+                      run_opts: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Per shift, for its first utterance: the source mask, each reference gain and the oracle
+    (label -> flat values), for the histogram figures (a few forward passes, never cached)."""
+    enhancer = load_enhancer(model, run_opts)
+    hook = model_hook(enhancer, model)
+    frames = hparams["report_objective"].noise_frames if hparams.get("report_objective") else 32
+    return {shift: mask_statistics(enhancer, hook, *audio[items[0]["ID"]], frames)["values"]
+            for shift, items in shifts.items()}
 
 
 def benchmark_model(model_name: str, shifts: dict, audio: dict, stream: dict, hparams: dict,
@@ -313,12 +326,11 @@ def benchmark_model(model_name: str, shifts: dict, audio: dict, stream: dict, hp
     stream_csv, stream_key, shift_of = stream["csv"], stream["key"], stream["shift_of"]
     rows, diagnostics, costs = [], [], []
     model = load_model_preset(model_name, hparams.get("shared_folder"))
-    found = {}
+    plots = hparams.get("plots", True)
+    histograms = source_histograms(model, shifts, audio, hparams, run_opts) if plots else {}
 
     def diagnose(model=model):
-        diag, utterances, histograms = model_diagnostics(model, shifts, audio, hparams,
-                                                         run_opts)
-        found["histograms"] = histograms
+        diag, utterances = model_diagnostics(model, shifts, audio, hparams, run_opts)
         return utterances, {"diagnostics": diag}
 
     per_utterance, extra = cached_run(
@@ -341,10 +353,12 @@ def benchmark_model(model_name: str, shifts: dict, audio: dict, stream: dict, hp
             adapter = load_method(method, model, sample_rate=rate)["adapter"](
                 enhancer=enhancer, hook=hook)
             method_rows, cost = run_method(adapter, stream_csv, folder / "brain", hparams)
-            if method in hparams.get("histogram_methods", []) and "histograms" in found:
-                for shift, items in shifts.items():
-                    found["histograms"][shift][f"adapted mask ({method})"] = mask_values(
-                        enhancer, hook, audio[items[0]["ID"]][0])
+            if method in hparams.get("histogram_methods", []):
+                # the adapted weights end with the stream: keep their masks with the run
+                masks = {shift: mask_values(enhancer, hook, audio[items[0]["ID"]][0])
+                         for shift, items in shifts.items()}
+                with atomic_path(folder / ADAPTED_MASKS) as tmp, open(tmp, "wb") as handle:
+                    np.savez_compressed(handle, **masks)
             return method_rows, cost
 
         try:
@@ -355,6 +369,10 @@ def benchmark_model(model_name: str, shifts: dict, audio: dict, stream: dict, hp
         except ValueError as err:  # e.g. BN statistics on a model without BatchNorm
             logger.warning("%s / %s: not applicable (%s)", model_name, method, err)
             continue
+        if plots and (folder / ADAPTED_MASKS).is_file():
+            with np.load(folder / ADAPTED_MASKS) as masks:
+                for shift in histograms:
+                    histograms[shift][f"adapted mask ({method})"] = masks[shift]
         for r in method_rows:
             r.update({"model": model_name, "shift": shift_of[r["ID"]], "method": method,
                       "w1_source": before[r["ID"]]["w1_source"],
@@ -365,10 +383,10 @@ def benchmark_model(model_name: str, shifts: dict, audio: dict, stream: dict, hp
         costs.append({"model": model_name, "method": method, **cost})
         logger.info("%s / %s: PESQ %.3f", model_name, method,
                     np.nanmean([r["pesq"] for r in method_rows]))
-    if hparams.get("plots", True) and "histograms" in found:
+    if plots:
         from speechbrain_mpol.plots import plot_mask_histograms
 
-        for shift, values in found["histograms"].items():
+        for shift, values in histograms.items():
             plot_mask_histograms(values, out / f"fig_{model_name}_{shift}_hist.png",
                                  f"{model_name}, {shift}: {shifts[shift][0]['ID']}")
     return rows, diagnostics, costs

@@ -45,8 +45,8 @@ def common(sets, out) -> list[str]:
 def test_benchmark_reports_every_method_with_paired_intervals_and_reuses_runs(sets, tmp_path):
     out = tmp_path / "bench"
     argv = [str(REPO / "hparams" / "benchmark.yaml"), *common(sets, out), "--split=test",
-            "--models=[gtcrn_vctk]", f"--methods=[{', '.join(METHODS)}]", "--plots=False",
-            "--histogram_methods=[]"]
+            "--models=[gtcrn_vctk]", f"--methods=[{', '.join(METHODS)}]",
+            "--histogram_methods=[mpol_default]"]
     recipe("benchmark")(argv)
 
     rows = read(out / "benchmark.csv")
@@ -74,13 +74,21 @@ def test_benchmark_reports_every_method_with_paired_intervals_and_reuses_runs(se
     assert float(cost["mpol_default"]["backward_per_audio_second"]) > 0
     assert "gtcrn_vctk" in (out / "summary.md").read_text()
 
-    # a second run with the same stream and options computes nothing again
+    figures = [out / f"fig_gtcrn_vctk_{s}_hist.png" for s in SHIFTS]
+    masks = np.load(out / "runs" / "gtcrn_vctk" / "mpol_default" / "adapted_masks.npz")
+    assert sorted(masks.files) == sorted(SHIFTS) and all(p.is_file() for p in figures)
+
+    # a second run with the same stream and options computes nothing again, and still draws
+    # the figures (the adapted masks are kept with the run)
     runs = sorted((out / "runs").rglob("rows.csv"))
     stamps = [p.stat().st_mtime_ns for p in runs]
     first = (out / "benchmark.csv").read_text()
+    for figure in figures:
+        figure.unlink()
     recipe("benchmark")(argv)
     assert [p.stat().st_mtime_ns for p in runs] == stamps
     assert (out / "benchmark.csv").read_text() == first
+    assert all(p.is_file() for p in figures) and (out / "fig_gtcrn_vctk_delta.png").is_file()
 
 
 def test_gate_is_calibrated_on_dev_only_and_its_extremes_behave(sets, tmp_path, capsys):
