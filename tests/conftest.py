@@ -219,3 +219,24 @@ def schedule_counts(model: str, n: int, method: str = "mpol_default") -> dict[st
     if options["mode"] == "episodic":
         return {"backward": options["steps"] * n, "steps": options["steps"] * n}
     return {"backward": n, "steps": n // options["accumulation"]}
+
+
+class FillsTheDisk:
+    """A file whose writes stop after 100 bytes with ENOSPC, as on a full disk: monkeypatch it
+    over ``open`` in :mod:`speechbrain_mpol.atomic`."""
+
+    def __init__(self, *args, **kwargs):
+        self.file = open(*args, **kwargs)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def write(self, data):
+        import errno
+
+        self.file.write(data[:100])
+        self.file.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

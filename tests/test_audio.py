@@ -9,7 +9,7 @@ import torch
 
 from speechbrain_mpol.audio import AudioError, read_audio, write_audio
 
-from .conftest import real_mixture
+from .conftest import FillsTheDisk, real_mixture
 
 
 def tone(seconds=0.5, rate=16000, amp=0.3):
@@ -163,23 +163,6 @@ def test_a_full_disk_is_one_oserror_naming_the_file(tmp_path, monkeypatch):
     target = tmp_path / "d.wav"
     write_audio(target, tone(), 16000)
     before = target.read_bytes()
-
-    class FillsTheDisk:
-        """A file whose writes stop after 100 bytes with ENOSPC, as on a full disk."""
-
-        def __init__(self, *args, **kwargs):
-            self.file = open(*args, **kwargs)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.file.close()
-
-        def write(self, data):
-            self.file.write(data[:100])
-            self.file.flush()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(speechbrain_mpol.atomic, "open", FillsTheDisk, raising=False)
     with pytest.raises(OSError) as err:

@@ -23,7 +23,13 @@ from speechbrain_mpol.progress import (
     run_key,
 )
 
-from .conftest import REPO, build_metricgan_enhancer, metricgan_folder, real_mixture
+from .conftest import (
+    REPO,
+    FillsTheDisk,
+    build_metricgan_enhancer,
+    metricgan_folder,
+    real_mixture,
+)
 
 METRICGAN = load_model_preset("metricgan_plus")
 ADAPTED = METRICGAN["adapted_params"]
@@ -136,24 +142,6 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_nothing(tmp_path, 
 
     adapter(stream[1])
     progress.add({"ID": "u1"})
-    real_open = open
-
-    class FillsTheDisk:
-        """A file whose writes stop after 100 bytes with ENOSPC, as on a full disk."""
-
-        def __init__(self, *args, **kwargs):
-            self.file = real_open(*args, **kwargs)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.file.close()
-
-        def write(self, data):
-            self.file.write(data[:100])
-            self.file.flush()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(speechbrain_mpol.atomic, "open", FillsTheDisk, raising=False)
     with pytest.raises(OSError) as err:
