@@ -235,11 +235,11 @@ class Adapter(nn.Module):
         if self.optimizer is None:
             return self.predict(wavs, lengths)
         if self.gate is not None and not self.gate.opens(source_scores(self, wavs, lengths)).any():
+            # audio the source model finds familiar is its business: enhanced by the source
+            # weights, whatever the stream has adapted so far (continual mode)
             self.counts["forward"] += 1
             self.counts["gated"] += wavs.shape[0]
-            if self.mode == "episodic":
-                self.reset()
-            return self.predict(wavs, lengths)
+            return self.predict_source(wavs, lengths)
         if self.mode == "episodic":
             self.reset()
             for _ in range(self.steps):

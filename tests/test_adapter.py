@@ -218,6 +218,26 @@ def test_shift_gate_adapts_only_above_its_threshold(metricgan_enhancer):
     assert opened.counts["gated"] == 0 and opened.counts["updates"] == 2
 
 
+def test_a_continual_stream_enhances_gated_out_audio_with_the_source_weights(
+        metricgan_enhancer):
+    """What the gate keeps out is enhanced as Source would, even after the stream adapted
+    (the dev calibration assumes exactly that: gate.gated_deltas takes Source's scores)."""
+    wavs = noisy_batch()
+    adapter = make_adapter(metricgan_enhancer, mode="continual", accumulation=1,
+                           gate_threshold=float("-inf"))
+    source = adapter.predict_source(wavs, torch.ones(1))
+    adapter(wavs, torch.ones(1))  # open: one update
+    adapted = adapter.predict(wavs, torch.ones(1))
+    assert adapter.counts["updates"] == 1 and not torch.allclose(adapted, source, atol=1e-4)
+    weights = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    adapter.gate.threshold = float("inf")  # closed from now on
+    out = adapter(wavs, torch.ones(1))
+    assert adapter.counts["gated"] == 1 and adapter.counts["updates"] == 1
+    assert torch.allclose(out, source, atol=1e-6)
+    # the stream's adapted weights are kept for the next audio the gate lets through
+    assert all(torch.equal(v, weights[k]) for k, v in adapter.model.state_dict().items())
+
+
 def test_gated_deltas_follow_the_gate():
     from speechbrain_mpol.gate import choose_quantile
 
