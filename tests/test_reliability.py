@@ -167,6 +167,9 @@ def _start_and_kill_on(out, data, uid, start):
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.02)
+    # the marker is written just before the run says what it does on this start: give it a
+    # moment (the 60 s file keeps the run busy far longer)
+    time.sleep(1.0)
     assert proc.poll() is None, "the run ended before it reached " + uid
     proc.send_signal(signal.SIGKILL)
     output, _ = proc.communicate()
