@@ -312,7 +312,7 @@ ATTRIBUTION_HEADER = """\
 # Attribution of the example audio
 
 Built by `python recipes/prepare_example.py` (`speechbrain_mpol/example_set.py`) from the
-project's corpus (`../shared/corpus`, see its `MANIFEST.tsv`); `examples.tsv` holds the same
+project's shared corpus (its `corpus/` folder and `MANIFEST.tsv`); `examples.tsv` holds the same
 facts in machine-readable form. License of the adapted files: see `LICENSE` (CC BY 4.0).
 
 - **Speech**: LibriSpeech ASR corpus (V. Panayotov, G. Chen, D. Povey, S. Khudanpur,

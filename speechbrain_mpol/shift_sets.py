@@ -87,9 +87,10 @@ its files present, is skipped. ``<split>_<shift>.json`` records what a set was b
 (seed, crop length, the set's definition, :data:`FORMAT`); a folder built with anything else
 is an error rather than silently reused or overwritten.
 
-Usage (needs the corpus; ``tests/test_shift_sets.py`` runs it on the real one)::
+Usage (``corpus_folder``: the shared corpus, as ``recipes/prepare_benchmark.py`` finds it;
+``tests/test_shift_sets.py`` runs it on the real one)::
 
-    manifests = prepare_benchmark("../shared/corpus", "data/benchmark", ("dev",), ("noise",),
+    manifests = prepare_benchmark(corpus_folder, "data/benchmark", ("dev",), ("noise",),
                                   per_shift=4)
     # {('dev', 'noise'): PosixPath('data/benchmark/dev/noise/dev_noise.csv')}
 
