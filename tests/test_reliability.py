@@ -152,9 +152,10 @@ def test_poison_files_are_reported_and_the_run_completes(tmp_path, example_audio
 
 
 # ------------------------------------------------------------------ 2: a file that kills the run
-def _start_and_kill_on(out, data, uid, start):
-    """Start the CLI and SIGKILL it while it processes ``uid`` for the ``start``-th time; its
-    output (the log's console lines go to stdout)."""
+def _start_and_kill_on(out, data, uid, start, said=None):
+    """Start the CLI and SIGKILL it while it processes ``uid`` for the ``start``-th time (and,
+    given ``said``, once its log holds that text); its output (the log's console lines go to
+    stdout, before the same record reaches ``log.txt``)."""
     proc = subprocess.Popen(_cli(out, f"--data_folder={data}"), cwd=REPO, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     marker = out / "checkpoints" / "in_flight.json"
@@ -162,14 +163,12 @@ def _start_and_kill_on(out, data, uid, start):
     while time.time() < deadline and proc.poll() is None:
         try:
             if json.loads(marker.read_text()) | {"manifest": None} == {
-                    "ids": [uid], "attempts": start, "manifest": None}:
+                    "ids": [uid], "attempts": start, "manifest": None} and (
+                    said is None or said in (out / "log.txt").read_text()):
                 break
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.02)
-    # the marker is written just before the run says what it does on this start: give it a
-    # moment (the 60 s file keeps the run busy far longer)
-    time.sleep(1.0)
     assert proc.poll() is None, "the run ended before it reached " + uid
     proc.send_signal(signal.SIGKILL)
     output, _ = proc.communicate()
@@ -188,9 +187,10 @@ def test_a_file_that_killed_the_run_twice_is_failed_on_the_third_start(tmp_path,
     out = tmp_path / "out"
 
     _start_and_kill_on(out, data, "a_killer", start=1)
-    second = _start_and_kill_on(out, data, "a_killer", start=2)
-    assert "a_killer stopped the previous run (killed, or crashed in native code); trying " \
-           "once more" in second
+    warning = ("a_killer stopped the previous run (killed, or crashed in native code); trying "
+               "once more")
+    second = _start_and_kill_on(out, data, "a_killer", start=2, said=warning)
+    assert warning in second
     third = _run(out, f"--data_folder={data}")
     assert third.returncode == 0, third.stderr[-3000:]
     problem = "stopped the run 2 times (killed, or crashed in native code); not tried again"
