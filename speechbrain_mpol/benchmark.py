@@ -310,7 +310,7 @@ def source_histograms(model: dict, shifts: dict, audio: dict, hparams: dict,
     (label -> flat values), for the histogram figures (a few forward passes, never cached)."""
     enhancer = load_enhancer(model, run_opts)
     hook = model_hook(enhancer, model)
-    frames = hparams["report_objective"].noise_frames if hparams.get("report_objective") else 32
+    frames = hparams["report_objective"].noise_frames  # as model_diagnostics
     return {shift: mask_statistics(enhancer, hook, *audio[items[0]["ID"]], frames)["values"]
             for shift, items in shifts.items()}
 
