@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechbrain_mpol.atomic import atomic_path
+from speechbrain_mpol.atomic import atomic_path, atomic_write_text
 from speechbrain_mpol.audio import read_audio
 from speechbrain_mpol.brain import MPolBrain
 from speechbrain_mpol.diagnostics import mask_statistics, mask_values
@@ -248,10 +248,9 @@ def gap_closure(table: list[dict], model: str, reference: str, metric: str = "pe
     return "\n".join(lines) + "\n"
 
 
-def run_key(**parts) -> str:
+def fingerprint(**parts) -> str:
     """A short fingerprint of what a cached run was made from (plain values only)."""
-    plain = {k: v for k, v in parts.items()}
-    text = json.dumps(plain, sort_keys=True, default=str)
+    text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -273,8 +272,8 @@ def cached_run(folder: Path, key: str, run):
         return read_rows(folder / "rows.csv"), json.loads((folder / "cost.json").read_text())
     rows, cost = run()
     write_rows(folder / "rows.csv", rows)
-    (folder / "cost.json").write_text(json.dumps(cost))
-    (folder / "key.json").write_text(json.dumps(key))
+    atomic_write_text(folder / "cost.json", json.dumps(cost))
+    atomic_write_text(folder / "key.json", json.dumps(key))  # last: a run without it is redone
     return rows, cost
 
 
@@ -335,7 +334,7 @@ def benchmark_model(model_name: str, shifts: dict, audio: dict, stream: dict, hp
 
     per_utterance, extra = cached_run(
         out / "runs" / model_name / "_source_diagnostics",
-        run_key(stream=stream_key, model=model_name, source=str(model["model_source"]),
+        fingerprint(stream=stream_key, model=model_name, source=str(model["model_source"]),
                 default={k: v for k, v in load_method("mpol_default", model).items()
                          if k not in ("adapter", "name")}),
         diagnose)
@@ -363,7 +362,7 @@ def benchmark_model(model_name: str, shifts: dict, audio: dict, stream: dict, hp
 
         try:
             method_rows, cost = cached_run(
-                folder, run_key(stream=stream_key, source=str(model["model_source"]),
+                folder, fingerprint(stream=stream_key, source=str(model["model_source"]),
                                 method=method, options=options,
                                 composite=hparams.get("composite", True)), run)
         except ValueError as err:  # e.g. BN statistics on a model without BatchNorm
