@@ -342,14 +342,17 @@ def benchmark_model(model_name: str, shifts: dict, audio: dict, stream: dict, hp
     before = {r["ID"]: r for r in per_utterance}
     allowed = (hparams.get("model_methods") or {}).get(model_name, hparams["methods"])
     for method in [m for m in hparams["methods"] if m in allowed]:
-        options = {k: v for k, v in load_method(method, model, sample_rate=rate).items()
+        # the run's own options (hparams method_options) on top of the model's
+        chosen = (hparams.get("method_options") or {}).get(method, {})
+        options = {k: v for k, v in load_method(method, model, sample_rate=rate,
+                                                **chosen).items()
                    if k not in ("adapter", "name")}
         folder = out / "runs" / model_name / method
 
-        def run(method=method, folder=folder):
+        def run(method=method, folder=folder, chosen=chosen):
             enhancer = load_enhancer(model, run_opts)
             hook = model_hook(enhancer, model)
-            adapter = load_method(method, model, sample_rate=rate)["adapter"](
+            adapter = load_method(method, model, sample_rate=rate, **chosen)["adapter"](
                 enhancer=enhancer, hook=hook)
             method_rows, cost = run_method(adapter, stream_csv, folder / "brain", hparams)
             if method in hparams.get("histogram_methods", []):

@@ -1,5 +1,7 @@
 """Plumbing tests of the adapter on the real SpectralMaskEnhancement class (random generator)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -252,3 +254,38 @@ def test_gated_deltas_follow_the_gate():
     # quantile 1: threshold 0.2 keeps in-domain closed and opens only the 0.5 noise one
     assert [t["eligible"] for t in table] == [False, True]
     assert best["quantile"] == 1.0 and best["d_noise"] == pytest.approx(0.15)
+
+
+def test_gate_verification_walks_up_the_quantiles_until_a_measured_run_keeps_every_set(
+        tmp_path, monkeypatch):
+    import speechbrain_mpol.benchmark as benchmark
+    from speechbrain_mpol.gate import verify
+    from speechbrain_mpol.manifest import write_rows
+
+    source = [{"ID": "a", "shift": "in_domain", "pesq": 2.0},
+              {"ID": "b", "shift": "noise", "pesq": 2.0}]
+    # a stand-in for the gated run: the in-domain loss shrinks as the threshold rises
+    runs = []
+
+    def run_benchmark(hparams, run_opts):
+        threshold = hparams["method_options"]["mpol_gated"]["gate_threshold"]
+        runs.append(threshold)
+        write_rows(Path(hparams["output_folder"]) / "benchmark.csv",
+                   [{"ID": "a", "pesq": 2.0 - 0.1 / threshold}, {"ID": "b", "pesq": 2.3}])
+
+    monkeypatch.setattr(benchmark, "run_benchmark", run_benchmark)
+    for cached in ("noisy", "m/_source_diagnostics"):
+        (tmp_path / "runs" / cached).mkdir(parents=True)
+    table = [{"quantile": q, "gate_threshold": t, "eligible": e}
+             for q, t, e in [(0.5, 1.0, True), (0.75, 2.0, True), (0.9, 4.0, False),
+                             (0.95, 10.0, True)]]
+    hparams = {"output_folder": str(tmp_path), "unshifted": ["in_domain"], "max_loss": 0.02,
+               "verify_runs": 3}
+    best = verify(hparams, {}, "m", table, table[0], source)
+    # 1.0 loses 0.1 and 2.0 loses 0.05 in-domain; 4.0 is not eligible; 10.0 loses 0.01
+    assert runs == [1.0, 2.0, 10.0] and best is table[3]
+    assert best["measured_d_in_domain"] == pytest.approx(-0.01)
+    assert best["measured_mean_delta_shifted"] == pytest.approx(0.3)
+    runs.clear()
+    assert verify({**hparams, "verify_runs": 2}, {}, "m", table, table[0], source) is None
+    assert runs == [1.0, 2.0]

@@ -109,6 +109,22 @@ def test_gate_is_calibrated_on_dev_only_and_its_extremes_behave(sets, tmp_path, 
     assert chosen["gtcrn_vctk"]["quantile"] in (0.0, 1.0)  # max_loss 10: both qualify
     assert "gate_threshold" in capsys.readouterr().out
 
+    # the estimate was confirmed by running the gated method itself on the dev stream: there,
+    # every utterance the gate keeps closed is enhanced exactly as by Source
+    best = chosen["gtcrn_vctk"]
+    verified = read(out / "verify" / "gtcrn_vctk" / f"q{best['quantile']}" / "benchmark.csv")
+    source = {r["ID"]: r for r in rows if r["method"] == "source"}
+    assert sorted(r["ID"] for r in verified) == sorted(source)
+    closed = [r for r in verified if float(r["gate_score"]) <= best["gate_threshold"]]
+    assert closed and all(float(r["pesq"]) == pytest.approx(float(source[r["ID"]]["pesq"]),
+                                                            abs=1e-4) for r in closed)
+    for shift in SHIFTS:
+        ids = [r["ID"] for r in verified if source[r["ID"]]["shift"] == shift]
+        measured = np.mean([float(r["pesq"]) - float(source[r["ID"]]["pesq"])
+                            for r in verified if r["ID"] in ids])
+        assert best[f"measured_d_{shift}"] == pytest.approx(measured, abs=1e-9)
+    assert "measured: the gated method run" in (out / "gate_gtcrn_vctk.md").read_text()
+
 
 def test_sweep_ranks_configurations_on_dev(sets, tmp_path):
     out = tmp_path / "sweep"
