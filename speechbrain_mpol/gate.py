@@ -213,16 +213,18 @@ def calibrate(hparams: dict, run_opts: dict) -> dict[str, dict | None]:
         best = verify(hparams, run_opts, name, table, best,
                       [r for r in mine if r["method"] == "source"])
         write_rows(out / f"gate_{name}.csv", table)
-        (out / f"gate_{name}.md").write_text(gate_markdown(name, model["calibration_set"],
-                                                           table, best))
+        (out / f"gate_{name}.md").write_text(gate_markdown(
+            name, model["calibration_set"], table, best, hparams["shifts"]))
         chosen[name] = best
     return chosen
 
 
-def gate_markdown(model: str, calibration_set: str, table: list[dict], best: dict | None) -> str:
+def gate_markdown(model: str, calibration_set: str, table: list[dict], best: dict | None,
+                  order: list[str] = ()) -> str:
     """The quantile table as markdown (estimated, then measured where run), the chosen row
-    marked."""
+    marked; sets in ``order`` first."""
     sets = [k[2:] for k in table[0] if k.startswith("d_")]
+    sets = [s for s in order if s in sets] + [s for s in sets if s not in order]
     lines = [f"Gate of mpol_gated for {model} on the dev split (calibration set: "
              f"{calibration_set}); PESQ-WB difference to Source per set.", ""]
     for label, prefix in (("estimated from the ungated run", ""),
