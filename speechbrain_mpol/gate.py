@@ -97,14 +97,10 @@ def gated_deltas(
     >>> gated_deltas(rows, 0.2)
     {'s': 0.25}
     """
-    source = {r["ID"]: r for r in rows if r["method"] == "source"}
+    source = [r for r in rows if r["method"] == "source"]
     adapted = {r["ID"]: r for r in rows if r["method"] == method}
-    per_set: dict[str, list[float]] = {}
-    for uid, base in source.items():
-        opened = base["gate_score"] > threshold
-        value = adapted[uid][metric] if opened else base[metric]
-        per_set.setdefault(base["shift"], []).append(value - base[metric])
-    return {s: float(np.nanmean(v)) for s, v in per_set.items()}
+    gated = [adapted[r["ID"]] if r["gate_score"] > threshold else r for r in source]
+    return set_deltas(source, gated, metric)
 
 
 def choose_quantile(
@@ -146,14 +142,14 @@ def set_deltas(source_rows: list[dict], rows: list[dict], metric: str = "pesq") 
     Example
     -------
     >>> source = [{"ID": "a", "shift": "s", "pesq": 2.0}, {"ID": "b", "shift": "s", "pesq": 3.0}]
-    >>> set_deltas(source, [{"ID": "a", "pesq": 2.5}, {"ID": "b", "pesq": 2.9}])
-    {'s': 0.2}
+    >>> round(set_deltas(source, [{"ID": "a", "pesq": 2.5}, {"ID": "b", "pesq": 2.9}])["s"], 6)
+    0.2
     """
     base = {r["ID"]: r for r in source_rows}
     per_set: dict[str, list[float]] = {}
     for r in rows:
         per_set.setdefault(base[r["ID"]]["shift"], []).append(r[metric] - base[r["ID"]][metric])
-    return {s: round(float(np.nanmean(v)), 12) for s, v in per_set.items()}
+    return {s: float(np.nanmean(v)) for s, v in per_set.items()}
 
 
 def verify(hparams: dict, run_opts: dict, name: str, table: list[dict],
