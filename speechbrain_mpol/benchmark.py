@@ -35,6 +35,7 @@ from speechbrain_mpol.audio import read_audio
 from speechbrain_mpol.brain import MPolBrain
 from speechbrain_mpol.diagnostics import mask_statistics, mask_values
 from speechbrain_mpol.gate import source_scores
+from speechbrain_mpol.loading import source_digest
 from speechbrain_mpol.manifest import write_rows
 from speechbrain_mpol.metrics import evaluate_pair, paired_bootstrap_ci
 from speechbrain_mpol.pipeline import build_dataset
@@ -325,6 +326,8 @@ def benchmark_model(model_name: str, shifts: dict, audio: dict, stream: dict, hp
     stream_csv, stream_key, shift_of = stream["csv"], stream["key"], stream["shift_of"]
     rows, diagnostics, costs = [], [], []
     model = load_model_preset(model_name, hparams.get("shared_folder"))
+    # the weights, not only the path: a retrained model at the same path is not a cached one
+    weights = source_digest(model["model_source"])
     plots = hparams.get("plots", True)
     histograms = source_histograms(model, shifts, audio, hparams, run_opts) if plots else {}
 
@@ -334,7 +337,7 @@ def benchmark_model(model_name: str, shifts: dict, audio: dict, stream: dict, hp
 
     per_utterance, extra = cached_run(
         out / "runs" / model_name / "_source_diagnostics",
-        fingerprint(stream=stream_key, model=model_name, source=str(model["model_source"]),
+        fingerprint(stream=stream_key, model=model_name, source=weights,
                 default={k: v for k, v in load_method("mpol_default", model).items()
                          if k not in ("adapter", "name")}),
         diagnose)
@@ -365,7 +368,7 @@ def benchmark_model(model_name: str, shifts: dict, audio: dict, stream: dict, hp
 
         try:
             method_rows, cost = cached_run(
-                folder, fingerprint(stream=stream_key, source=str(model["model_source"]),
+                folder, fingerprint(stream=stream_key, source=weights,
                                 method=method, options=options,
                                 composite=hparams.get("composite", True)), run)
         except ValueError as err:  # e.g. BN statistics on a model without BatchNorm

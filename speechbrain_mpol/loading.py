@@ -32,6 +32,7 @@ Example
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -139,6 +140,40 @@ def local_folder(source: str | os.PathLike) -> Path | None:
         if is_local(candidate):
             return candidate.absolute()
     return None
+
+
+def source_digest(source: str | os.PathLike) -> str:
+    """What a result computed with ``source`` depends on, for caches keyed by it.
+
+    For a local model folder: its path and a digest of its ``hyperparams.yaml`` and weight
+    files (``*.ckpt``), because one path can hold retrained weights (a model card edit keeps
+    the digest). Otherwise (a hub id) the source as given.
+
+    Arguments
+    ---------
+    source : str or path
+        A ``model_source``: a local folder or a hub id.
+
+    Returns
+    -------
+    str
+        ``"<source>@<16 hex digits>"`` for a local folder, else ``str(source)``.
+
+    Example
+    -------
+    >>> source_digest("pretrained/gtcrn_vctk").startswith("pretrained/gtcrn_vctk@")
+    True
+    >>> source_digest("speechbrain/metricgan-plus-voicebank")
+    'speechbrain/metricgan-plus-voicebank'
+    """
+    folder = local_folder(source)
+    if folder is None:
+        return str(source)
+    digest = hashlib.sha256()
+    for path in [folder / HPARAMS_FILE, *sorted(folder.glob("*.ckpt"))]:
+        with open(path, "rb") as handle:
+            digest.update(path.name.encode() + hashlib.file_digest(handle, "sha256").digest())
+    return f"{source}@{digest.hexdigest()[:16]}"
 
 
 def is_hub_id(source: str) -> bool:

@@ -29,6 +29,7 @@ from speechbrain_mpol.loading import (
     load_enhancer,
     local_folder,
     savedir_conflict,
+    source_digest,
 )
 
 from .conftest import EXAMPLES, REPO
@@ -284,6 +285,22 @@ def test_savedir_follows_model_source(tmp_path):
         savedir_conflict(savedir, ids[0])
     # The same for a local folder whose savedir holds another model's files.
     assert "another model" in savedir_conflict(savedir, "pretrained/metricgan_libri")
+
+
+def test_source_digest_follows_the_weights_not_the_card(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(REPO / "pretrained" / "sepformer_libri", folder)
+    first = source_digest(folder)
+    assert first.startswith(f"{folder}@")
+    (folder / "README.md").write_text("an edited model card\n")
+    assert source_digest(folder) == first
+    # retrained weights at the same path: one byte of one of the three checkpoints
+    weights = bytearray((folder / "decoder.ckpt").read_bytes())
+    weights[-1] ^= 1
+    (folder / "decoder.ckpt").write_bytes(bytes(weights))
+    assert source_digest(folder) != first
+    assert source_digest("speechbrain/sepformer-wham16k-enhancement") == \
+        "speechbrain/sepformer-wham16k-enhancement"
 
 
 def test_savedir_of_another_model_is_not_loaded(tmp_path):
