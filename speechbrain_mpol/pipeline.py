@@ -21,6 +21,7 @@ from speechbrain.utils.distributed import ddp_barrier, if_main_process, is_distr
 
 from speechbrain_mpol.brain import OUTPUT_OPTIONS, MPolBrain, audio_pipeline, validate_manifest
 from speechbrain_mpol.distributed import merge_result_csvs, shard_rows
+from speechbrain_mpol.loading import source_digest
 from speechbrain_mpol.presets import load_enhancer, load_method, load_model_preset, model_hook
 from speechbrain_mpol.progress import run_key
 
@@ -47,12 +48,14 @@ def run_settings(hparams: dict, model: dict, method: dict, enhancer, world_size:
 
     The model preset and the method's resolved options as loaded (whatever their files and
     the run's ``method_options`` say), the model that actually runs (a fallback is another
-    model), the Brain's output options, the device and the number of processes.
+    model; a local folder with its weights' digest, as retrained weights can replace them),
+    the Brain's output options, the device and the number of processes.
     """
     report = getattr(enhancer, "load_report", None)
     return {
         "model": model,
-        "model_used": report.used if report is not None else str(model["model_source"]),
+        "model_used": source_digest(report.used if report is not None
+                                    else model["model_source"]),
         "method": {key: value for key, value in method.items() if key != "adapter"},
         "seed": hparams.get("seed"),
         **{key: hparams.get(key) for key in OUTPUT_OPTIONS},

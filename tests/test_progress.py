@@ -3,6 +3,7 @@
 import errno
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import soundfile as sf
 import torch
 
 import speechbrain_mpol.atomic
+from speechbrain_mpol.loading import LoadReport
+from speechbrain_mpol.pipeline import run_settings
 from speechbrain_mpol.presets import build_adapter, load_model_preset
 from speechbrain_mpol.progress import (
     IN_FLIGHT,
@@ -119,6 +122,26 @@ def test_another_manifest_or_other_settings_refuse_in_one_line(tmp_path, manifes
     keeper = _keeper(tmp_path, started_over, rows=manifest)
     assert keeper.resume(overwrite=True) is None and started_over.rows == []
     assert keeper.list_checkpoints() == []
+
+
+def test_retrained_weights_in_the_same_folder_are_another_run(tmp_path, manifest):
+    folder = tmp_path / "model"
+    shutil.copytree(REPO / "pretrained" / "metricgan_libri", folder)
+    enhancer = torch.nn.Module()
+    enhancer.load_report = LoadReport(str(folder), str(folder), "local folder")
+
+    def settings():
+        return run_settings({"seed": 1}, {"model_source": str(folder)}, {"mode": "continual"},
+                            enhancer, world_size=1)
+
+    progress = RunProgress()
+    progress.add({"ID": "a"})
+    _keeper(tmp_path / "out", progress, rows=manifest, settings=settings()).save()
+    weights = bytearray((folder / "enhance_model.ckpt").read_bytes())
+    weights[-1] ^= 1
+    (folder / "enhance_model.ckpt").write_bytes(bytes(weights))
+    with pytest.raises(StaleProgressError, match=r"settings differ \(model_used "):
+        _keeper(tmp_path / "out", RunProgress(), rows=manifest, settings=settings()).resume()
 
 
 def test_finished_results_of_another_run_are_protected(tmp_path, manifest):
