@@ -25,6 +25,7 @@ import csv
 import logging
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,9 +77,9 @@ def check_output_folder(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A probe of its own per process: torchrun ranks check the same folder at once.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
     except OSError as err:
         raise OSError(f"{folder}: output folder is not writable ({err})") from None
     return folder

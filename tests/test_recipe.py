@@ -129,6 +129,19 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path, example_audio):
         run_recipe(tmp_path, output_folder=blocker / "out")
 
 
+def test_output_folder_check_is_safe_for_concurrent_ranks(tmp_path):
+    # torchrun ranks check the same folder at once; a shared probe file raced (CI, stop 21)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from speechbrain_mpol.brain import check_output_folder
+
+    folder = tmp_path / "ddp"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        done = list(pool.map(lambda _: check_output_folder(folder), range(400)))
+    assert done == [folder] * 400
+    assert list(folder.iterdir()) == []
+
+
 def test_output_path_equal_to_input_is_refused(tmp_path, example_audio):
     enhanced = tmp_path / "out" / "enhanced"
     enhanced.mkdir(parents=True)
