@@ -3,10 +3,13 @@
 import csv
 import json
 import runpy
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import soundfile as sf
+
+from speechbrain_mpol.brain import check_output_folder
 
 from .conftest import (
     REPO,
@@ -131,10 +134,6 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path, example_audio):
 
 def test_output_folder_check_is_safe_for_concurrent_ranks(tmp_path):
     # torchrun ranks check the same folder at once; a shared probe file raced (CI, stop 21)
-    from concurrent.futures import ThreadPoolExecutor
-
-    from speechbrain_mpol.brain import check_output_folder
-
     folder = tmp_path / "ddp"
     with ThreadPoolExecutor(max_workers=8) as pool:
         done = list(pool.map(lambda _: check_output_folder(folder), range(400)))
