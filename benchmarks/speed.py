@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from speechbrain_mpol.atomic import atomic_path
 from speechbrain_mpol.presets import load_enhancer, load_method, load_model_preset, model_hook
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,6 +224,9 @@ def in_subprocess(args, **worker) -> dict | None:
 
 # --------------------------------------------------------------------------- report
 def print_table(rows: list[dict]) -> None:
+    if not rows:
+        print("nothing measured")
+        return
     shown = ["model", "weights", "method", "batch", "rtf", "audio_s_per_wall_s",
              "forward_per_utt", "backward_per_utt", "peak_rss_mib", "cuda_peak_mib",
              "wall_vs_source"]
@@ -243,6 +247,8 @@ def targets(rows: list[dict], long_minutes: list[float], model: str) -> dict:
             "device": src["device"], "ratio": round(ratio, 3), "target": 2.5,
             "met": bool(ratio <= 2.5),
         }
+    if len(long_minutes) < 2:
+        return out
     short = by.get((model, f"chunked_file_{min(long_minutes):g}min"))
     long = by.get((model, f"chunked_file_{max(long_minutes):g}min"))
     if short and long:
@@ -253,6 +259,37 @@ def targets(rows: list[dict], long_minutes: list[float], model: str) -> dict:
             "growth": round(growth, 4), "target": 0.10, "met": bool(growth <= 0.10),
         }
     return out
+
+
+def write_results(out: Path, rows: list[dict], args: argparse.Namespace,
+                  long_minutes: list[float], models: list[str]) -> dict:
+    """Write ``speed.csv`` and ``speed.json`` for ``rows`` (each file atomically).
+
+    ``wall_vs_source`` is filled in for the method rows whose model's Source row is there.
+
+    Returns
+    -------
+    dict
+        The summary written to ``speed.json``.
+    """
+    source_wall = {r["model"]: r["wall_s"] for r in rows if r["method"] == "source"}
+    for row in rows:
+        ref = source_wall.get(row["model"])
+        is_method = not row["method"].startswith("chunked")
+        row["wall_vs_source"] = round(row["wall_s"] / ref, 2) if ref and is_method else ""
+    with atomic_path(out / "speed.csv") as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = {
+        "settings": {k: getattr(args, k) for k in ("utterances", "seconds", "device", "threads",
+                                                   "repeats", "shared_folder")},
+        "torch": torch.__version__, "rows": rows,
+        "targets": targets(rows, long_minutes, models[0] if models else ""),
+    }
+    with atomic_path(out / "speed.json") as tmp:
+        Path(tmp).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -292,39 +329,19 @@ def main(argv: list[str] | None = None) -> dict | None:
     methods = [m for m in args.methods.split(",") if m]
     if args.device == "cuda":
         methods.append("mpol_batched")
-    rows = []
-    for model in models:
-        for method in methods:
-            print(f"{model} / {method} ...", flush=True)
-            row = in_subprocess(args, model=model, method=method)
-            if row:
-                rows.append(row)
     long_minutes = [float(m) for m in args.long_minutes.split(",") if m]
-    if models:
-        for minutes in long_minutes:
-            print(f"{models[0]} / chunked file {minutes:g} min ...", flush=True)
-            row = in_subprocess(args, model=models[0], minutes=minutes)
-            if row:
-                rows.append(row)
-    source_wall = {r["model"]: r["wall_s"] for r in rows if r["method"] == "source"}
-    for row in rows:
-        ref = source_wall.get(row["model"])
-        is_method = not row["method"].startswith("chunked")
-        row["wall_vs_source"] = round(row["wall_s"] / ref, 2) if ref and is_method else ""
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "speed.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    summary = {
-        "settings": {k: getattr(args, k) for k in ("utterances", "seconds", "device", "threads",
-                                                   "repeats", "shared_folder")},
-        "torch": torch.__version__, "rows": rows,
-        "targets": targets(rows, long_minutes, models[0] if models else ""),
-    }
-    (out / "speed.json").write_text(json.dumps(summary, indent=2) + "\n")
+    jobs = [{"model": model, "method": method} for model in models for method in methods]
+    jobs += [{"model": models[0], "minutes": minutes} for minutes in long_minutes if models]
+    rows, out = [], Path(args.out)
+    for job in jobs:
+        what = f"chunked file {job['minutes']:g} min" if "minutes" in job else job["method"]
+        print(f"{job['model']} / {what} ...", flush=True)
+        row = in_subprocess(args, **job)
+        if row:
+            rows.append(row)
+            # after every row: a run cut short (a time-limited GPU lease) keeps what it measured
+            write_results(out, rows, args, long_minutes, models)
+    summary = write_results(out, rows, args, long_minutes, models)
     print()
     print_table(rows)
     for name, target in summary["targets"].items():

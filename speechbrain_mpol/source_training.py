@@ -237,11 +237,12 @@ def export_model(modules: dict[str, torch.nn.Module], hyperparams_file: str | Pa
 
 
 def evaluate_export(export_folder: str | Path, test_csv: str | Path, output_folder: str | Path,
-                    interface: type) -> dict:
+                    interface: type, run_opts: dict | None = None) -> dict:
     """Score the noisy input and the exported model on a fixed test set.
 
     The export is loaded with ``interface.from_hparams`` (like a hub model) and run one
-    utterance at a time through :func:`speechbrain_mpol.inference.run_enhancer`.
+    utterance at a time through :func:`speechbrain_mpol.inference.run_enhancer`, on the device
+    of ``run_opts`` (SpeechBrain's ``--device``; default CPU).
 
     Returns
     -------
@@ -253,7 +254,7 @@ def evaluate_export(export_folder: str | Path, test_csv: str | Path, output_fold
 
     with tempfile.TemporaryDirectory() as savedir:
         model = interface.from_hparams(source=str(Path(export_folder).resolve()),
-                                       savedir=savedir)
+                                       savedir=savedir, run_opts=run_opts)
         with open(test_csv, newline="") as handle:
             rows = list(csv.DictReader(handle))
         per_utt = []
@@ -261,7 +262,7 @@ def evaluate_export(export_folder: str | Path, test_csv: str | Path, output_fold
             noisy = read_segment(row["noisy_wav"])
             clean = read_segment(row["clean_wav"]).numpy()
             with torch.no_grad():
-                out = run_enhancer(model, noisy[None], torch.ones(1))[0].numpy()
+                out = run_enhancer(model, noisy[None], torch.ones(1))[0].cpu().numpy()
             scores = {"ID": row["ID"]}
             for system, wav in (("noisy", noisy.numpy()), ("model", out)):
                 values = evaluate_pair(clean, wav, composite_measures=False)
@@ -323,7 +324,7 @@ def run_source_recipe(argv: list[str], brain_class: type, interface: type) -> di
     manifests = prepare_from_hparams(hparams["corpus"])
     if hparams["eval_only"]:
         return evaluate_export(hparams["export_folder"], manifests["test"],
-                               hparams["output_folder"], interface)
+                               hparams["output_folder"], interface, run_opts)
     _refuse_overwrite(hparams)
 
     mixer = training_mixer(hparams["corpus"], manifests, hparams["crop_seconds"],
@@ -352,7 +353,7 @@ def run_source_recipe(argv: list[str], brain_class: type, interface: type) -> di
                  Path(hparams_file).parent / hparams["export_hyperparams"],
                  hparams["export_folder"])
     return evaluate_export(hparams["export_folder"], manifests["test"], hparams["output_folder"],
-                           interface)
+                           interface, run_opts)
 
 
 def main(argv: list[str], brain_class: type, interface: type) -> None:
