@@ -97,6 +97,46 @@ def test_every_epoch_draws_anew_and_an_epoch_repeats_when_reseeded(prepared, mix
     assert len(first["noisy_sig"]) == mixer.crop_length  # every training utterance is longer
 
 
+def test_the_noise_cache_changes_no_draw_and_decodes_each_clip_once(options, prepared,
+                                                                    monkeypatch):
+    import speechbrain_mpol.dynamic_mixing as dm
+
+    noise = [row["wav"] for row in read_rows(prepared["noise_train"])][:6]
+    speech = [row["wav"] for row in read_rows(prepared["speech_train"])][:20]
+    reads = []
+    real_read = dm.read_segment
+
+    def counted_read(path, *args, **kwargs):
+        reads.append(str(path))
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(dm, "read_segment", counted_read)
+
+    def two_epochs(mixer):
+        reads.clear()
+        out = []
+        for number in (0, 1):
+            mixer.set_epoch(number)
+            for path in speech:
+                crop, _ = random_crop(path, mixer.crop_length, mixer.generator)
+                out.append(mixer.draw(crop))
+        return out, [p for p in reads if p in noise]
+
+    def new_mixer(**kwargs):
+        return DynamicMixer(noise, options["snr_range"], options["level_range"],
+                            crop_seconds=1.0, seed=5, **kwargs)
+
+    cached = new_mixer()
+    with_cache, cached_reads = two_epochs(cached)
+    without, plain_reads = two_epochs(new_mixer(cache_noise=False))
+    for a, b in zip(with_cache, without, strict=True):
+        assert (a.noise, a.noise_start, a.snr_db, a.level_db) == \
+            (b.noise, b.noise_start, b.snr_db, b.level_db)
+        assert torch.equal(a.noisy, b.noisy) and torch.equal(a.clean, b.clean)
+    assert len(plain_reads) >= 40  # one decode per drawn example without the cache
+    assert sorted(cached_reads) == sorted(set(plain_reads)) == sorted(cached.noise_cache)
+
+
 def test_silent_noise_is_redrawn_and_an_all_silent_list_is_an_error(tmp_path, prepared):
     real = read_rows(prepared["noise_train"])[0]["wav"]
     silent = tmp_path / "silent.wav"
