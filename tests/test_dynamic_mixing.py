@@ -16,6 +16,7 @@ import soundfile as sf
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+import speechbrain_mpol.dynamic_mixing as dm
 from speechbrain_mpol.dynamic_mixing import (
     DynamicMixer,
     dynamic_mixing_dataset,
@@ -99,8 +100,6 @@ def test_every_epoch_draws_anew_and_an_epoch_repeats_when_reseeded(prepared, mix
 
 def test_the_noise_cache_changes_no_draw_and_decodes_each_clip_once(options, prepared,
                                                                     monkeypatch):
-    import speechbrain_mpol.dynamic_mixing as dm
-
     noise = [row["wav"] for row in read_rows(prepared["noise_train"])][:6]
     speech = [row["wav"] for row in read_rows(prepared["speech_train"])][:20]
     reads = []
